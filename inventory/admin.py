@@ -1,0 +1,163 @@
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from inventory.models import NIC, Disk, Host, Network, StoragePool, Team, VirtualMachine
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["members"]
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ["name", "uri", "reachability", "enabled", "maintenance", "last_sync_at"]
+    list_filter = ["reachability", "enabled", "maintenance", "site"]
+    search_fields = ["name", "uri", "hostname"]
+    readonly_fields = [
+        "uri",
+        "reachability",
+        "last_error",
+        "last_error_raw",
+        "last_seen_at",
+        "last_sync_at",
+        "last_sync_ms",
+        "hostname",
+        "host_uuid",
+        "arch",
+        "cpu_model",
+        "cpu_vendor",
+        "cpu_xml",
+        "cpus",
+        "sockets",
+        "cores",
+        "threads",
+        "memory_total",
+        "memory_free",
+        "hypervisor_type",
+        "hypervisor_version",
+        "libvirt_version",
+        "virt_type",
+        "machine_types",
+        "domain_capabilities",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # registration goes through the portal's form, which validates the URI
+
+
+@admin.register(StoragePool)
+class StoragePoolAdmin(admin.ModelAdmin):
+    list_display = ["name", "host", "type", "target_path", "shared_by_type", "shared_by_admin", "present"]
+    list_filter = ["host", "type", "shared_by_admin"]
+    readonly_fields = [
+        "host",
+        "name",
+        "uuid",
+        "type",
+        "target_path",
+        "active",
+        "shared_by_type",
+        "capacity",
+        "allocation",
+        "available",
+        "present",
+    ]
+
+
+@admin.register(Network)
+class NetworkAdmin(admin.ModelAdmin):
+    list_display = ["name", "host", "bridge", "forward_mode", "active", "present"]
+    list_filter = ["host"]
+    readonly_fields = ["host", "name", "uuid", "bridge", "forward_mode", "active", "present"]
+
+
+class DiskInline(admin.TabularInline):
+    model = Disk
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "target",
+        "device",
+        "bus",
+        "format",
+        "source",
+        "pool",
+        "cache",
+        "capacity",
+        "allocation",
+    )
+
+
+class NICInline(admin.TabularInline):
+    model = NIC
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("mac", "type", "source_network", "source_bridge", "model")
+
+
+@admin.register(VirtualMachine)
+class VirtualMachineAdmin(admin.ModelAdmin):
+    list_display = ["name", "host", "state", "team", "team_source", "present"]
+    list_filter = ["present", "state", "host", "team"]
+    search_fields = ["name", "uuid"]
+    list_select_related = ["host", "team"]
+    inlines = [DiskInline, NICInline]
+    fields = [
+        "uuid",
+        "name",
+        "host",
+        "state",
+        "team",
+        "team_source",
+        "team_tag",
+        "app",
+        "labels",
+        "present",
+        "missing_since",
+        "also_defined_on",
+        "xml",
+    ]
+    readonly_fields = [
+        "uuid",
+        "name",
+        "host",
+        "state",
+        "team_source",
+        "team_tag",
+        "present",
+        "missing_since",
+        "also_defined_on",
+        "xml",
+    ]
+    actions = ["clear_team"]
+
+    def save_model(self, request: HttpRequest, obj: VirtualMachine, form: object, change: bool) -> None:
+        from inventory.services.hosts import assign_team
+
+        if change and "team" in getattr(form, "changed_data", []):
+            assign_team(request.user, [obj], obj.team)
+        super().save_model(request, obj, form, change)  # type: ignore[arg-type]
+
+    @admin.action(description="Clear team (admin decision)")
+    def clear_team(self, request: HttpRequest, queryset: QuerySet[VirtualMachine]) -> None:
+        from inventory.services.hosts import assign_team
+
+        assign_team(request.user, list(queryset), None)
+
+
+@admin.register(Disk)
+class DiskAdmin(admin.ModelAdmin):
+    list_display = ["vm", "target", "format", "pool", "capacity"]
+    list_select_related = ["vm", "pool", "pool__host"]
+    readonly_fields = [f.name for f in Disk._meta.fields]
+
+
+@admin.register(NIC)
+class NICAdmin(admin.ModelAdmin):
+    list_display = ["vm", "mac", "type", "source_network"]
+    list_select_related = ["vm"]
+    readonly_fields = [f.name for f in NIC._meta.fields]

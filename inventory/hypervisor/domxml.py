@@ -1,0 +1,251 @@
+"""Parsing of libvirt XML documents into the adapter's dataclasses.
+
+The XML comes from hypervisors and is treated as untrusted input: it is parsed with defusedxml
+(no entity expansion, no external references) and every value read from it is plain text that the
+templates escape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+from defusedxml import ElementTree
+
+from .errors import OperationFailed
+from .types import BackingFile, DiskInfo, DomainInfo, HostDevInfo, NicInfo
+
+#: libvirt's metadata namespace for vmportal's own tags (team ownership, run ids).
+METADATA_NS = "urn:vmportal:metadata:1"
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
+}
+
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def parse_xml(text: str) -> Element:
+    try:
+        return ElementTree.fromstring(text)
+    except Exception as exc:  # defusedxml raises several types; all mean "not usable XML"
+        raise OperationFailed("The hypervisor returned XML that could not be read.", raw=str(exc)) from None
+
+
+def to_bytes(element: Element | None, default_unit: str = "KiB") -> int:
+    if element is None or not (element.text or "").strip():
+        return 0
+    unit = (element.get("unit") or default_unit).lower()
+    try:
+        return int(element.text.strip()) * _UNITS.get(unit, 1024)  # type: ignore[union-attr]
+    except ValueError:
+        return 0
+
+
+def _text(element: Element | None) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _backing_chain(disk: Element) -> tuple[BackingFile, ...]:
+    chain: list[BackingFile] = []
+    node = disk.find("backingStore")
+    while node is not None and len(chain) < 64:
+        source = node.find("source")
+        if source is None:
+            break
+        path = source.get("file") or source.get("dev") or source.get("name") or ""
+        fmt = node.find("format")
+        chain.append(BackingFile(path=path, format=fmt.get("type", "") if fmt is not None else ""))
+        node = node.find("backingStore")
+    return tuple(chain)
+
+
+def parse_disk(disk: Element) -> DiskInfo:
+    source_type = disk.get("type", "file")
+    source = disk.find("source")
+    pool = ""
+    path = ""
+    if source is not None:
+        if source_type == "volume":
+            pool = source.get("pool", "")
+            path = f"{pool}/{source.get('volume', '')}"
+        elif source_type == "network":
+            path = f"{source.get('protocol', '')}:{source.get('name', '')}"
+        else:
+            path = source.get("file") or source.get("dev") or source.get("dir") or ""
+    driver = disk.find("driver")
+    target = disk.find("target")
+    return DiskInfo(
+        target=target.get("dev", "") if target is not None else "",
+        bus=target.get("bus", "") if target is not None else "",
+        device=disk.get("device", "disk"),
+        source_type=source_type,
+        source=path,
+        format=(driver.get("type", "") if driver is not None else ""),
+        cache=(driver.get("cache", "") if driver is not None else ""),
+        shareable=disk.find("shareable") is not None,
+        readonly=disk.find("readonly") is not None,
+        pool=pool,
+        backing_chain=_backing_chain(disk),
+    )
+
+
+def parse_nic(iface: Element) -> NicInfo:
+    source = iface.find("source")
+    mac = iface.find("mac")
+    model = iface.find("model")
+    target = iface.find("target")
+    filterref = iface.find("filterref")
+    src = source.attrib if source is not None else {}
+    return NicInfo(
+        mac=(mac.get("address", "") if mac is not None else "").lower(),
+        type=iface.get("type", ""),
+        model=model.get("type", "") if model is not None else "",
+        network=src.get("network", ""),
+        bridge=src.get("bridge", ""),
+        source_dev=src.get("dev", ""),
+        target_dev=target.get("dev", "") if target is not None else "",
+        filter=filterref.get("filter", "") if filterref is not None else "",
+    )
+
+
+def parse_hostdev(dev: Element) -> HostDevInfo:
+    source = dev.find("source")
+    address = ""
+    if source is not None:
+        addr = source.find("address")
+        if addr is not None:
+            address = addr.get("uuid") or ":".join(
+                addr.get(k, "") for k in ("domain", "bus", "slot", "function") if addr.get(k)
+            )
+        vendor, product = source.find("vendor"), source.find("product")
+        if vendor is not None and product is not None:
+            address = f"{vendor.get('id', '')}:{product.get('id', '')}"
+    return HostDevInfo(type=dev.get("type", ""), mode=dev.get("mode", "subsystem"), address=address)
+
+
+def parse_domain(xml: str) -> DomainInfo:
+    """Parse a domain definition. State, persistence and snapshots come from other calls."""
+    root = parse_xml(xml)
+    os_el = root.find("os")
+    os_type = os_el.find("type") if os_el is not None else None
+    cpu = root.find("cpu")
+    devices = root.find("devices")
+    firmware = "bios"
+    if os_el is not None:
+        loader = os_el.find("loader")
+        if os_el.get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash"):
+            firmware = "uefi"
+    team = ""
+    metadata = root.find("metadata")
+    if metadata is not None:
+        team = _text(metadata.find(f"{{{METADATA_NS}}}owner/{{{METADATA_NS}}}team"))
+    disks, nics, hostdevs, agent = [], [], [], False
+    if devices is not None:
+        disks = [parse_disk(d) for d in devices.findall("disk")]
+        nics = [parse_nic(i) for i in devices.findall("interface")]
+        hostdevs = [parse_hostdev(h) for h in devices.findall("hostdev")]
+        for channel in devices.findall("channel"):
+            target = channel.find("target")
+            if target is not None and target.get("name") == GUEST_AGENT_CHANNEL:
+                agent = True
+    vcpu = root.find("vcpu")
+    try:
+        vcpus = int(vcpu.get("current") or _text(vcpu)) if vcpu is not None else 0
+    except ValueError:
+        vcpus = 0
+    memory = to_bytes(root.find("currentMemory")) or to_bytes(root.find("memory"))
+    return DomainInfo(
+        uuid=_text(root.find("uuid")).lower(),
+        name=_text(root.find("name")),
+        virt_type=root.get("type", ""),
+        state="unknown",
+        vcpus=vcpus,
+        memory=memory,
+        max_memory=to_bytes(root.find("memory")),
+        cpu_mode=(cpu.get("mode", "custom") if cpu is not None else ""),
+        cpu_model=_text(cpu.find("model")) if cpu is not None else "",
+        machine_type=(os_type.get("machine", "") if os_type is not None else ""),
+        arch=(os_type.get("arch", "") if os_type is not None else ""),
+        firmware=firmware,
+        os_type=_text(os_type) or "hvm",
+        title=_text(root.find("title")),
+        description=_text(root.find("description")),
+        team_tag=team,
+        has_guest_agent=agent,
+        disks=disks,
+        nics=nics,
+        hostdevs=hostdevs,
+        xml=xml,
+    )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    uuid: str
+    arch: str
+    cpu_model: str
+    cpu_vendor: str
+    cpu_xml: str
+    machine_types: list[str]
+    virt_types: list[str]
+
+
+def parse_capabilities(xml: str) -> Capabilities:
+    """Host facts from `virConnectGetCapabilities`: uuid, arch, CPU, machine types, virt types."""
+    root = parse_xml(xml)
+    host = root.find("host")
+    cpu = host.find("cpu") if host is not None else None
+    arch = _text(cpu.find("arch")) if cpu is not None else ""
+    machines: list[str] = []
+    virt_types: set[str] = set()
+    for guest in root.findall("guest"):
+        arch_el = guest.find("arch")
+        if arch_el is None or arch_el.get("name") != arch:
+            continue
+        for machine in arch_el.findall("machine"):
+            for name in (_text(machine), machine.get("canonical", "")):
+                if name and name not in machines:
+                    machines.append(name)
+        for dom in arch_el.findall("domain"):
+            virt_types.add(dom.get("type", ""))
+    cpu_xml = ElementTree.tostring(cpu, encoding="unicode") if cpu is not None else ""  # type: ignore[attr-defined]
+    return Capabilities(
+        uuid=_text(host.find("uuid")) if host is not None else "",
+        arch=arch,
+        cpu_model=_text(cpu.find("model")) if cpu is not None else "",
+        cpu_vendor=_text(cpu.find("vendor")) if cpu is not None else "",
+        cpu_xml=cpu_xml,
+        machine_types=machines,
+        virt_types=sorted(virt_types),
+    )
+
+
+def parse_pool(xml: str) -> tuple[str, str]:
+    """(type, target path) of a storage pool."""
+    root = parse_xml(xml)
+    return root.get("type", ""), _text(root.find("target/path"))
+
+
+def parse_network(xml: str) -> tuple[str, str]:
+    """(forward mode, bridge) of a network; forward mode "isolated" when there is none."""
+    root = parse_xml(xml)
+    forward = root.find("forward")
+    bridge = root.find("bridge")
+    return (
+        forward.get("mode", "nat") if forward is not None else "isolated",
+        bridge.get("name", "") if bridge is not None else "",
+    )

@@ -1,0 +1,49 @@
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from inventory.hypervisor import InvalidURI
+from inventory.models import Host, StoragePool
+from inventory.services.hosts import HostError, register_host
+from inventory.services.sync import sync_host
+
+LAB_SHARED_POOL = "shared"
+
+
+class Command(BaseCommand):
+    help = "Register the hosts of the local lab (from its lab.json) and sync them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--state", default=str(settings.LAB_STATE_FILE), help="Path of the lab's lab.json.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            with open(options["state"]) as fh:
+                lab = json.load(fh)
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot read the lab state {options['state']}: {exc.strerror}. Run `make lab` first."
+            ) from None
+        for entry in lab["hosts"]:
+            host = Host.objects.filter(name=entry["name"]).first()
+            if host is None:
+                try:
+                    host = register_host(
+                        None,
+                        name=entry["name"],
+                        uri=entry["uri"],
+                        migration_uri=entry.get("migration_uri", ""),
+                        site="lab",
+                        sync=False,
+                    )
+                except (HostError, InvalidURI) as exc:
+                    raise CommandError(f"{entry['name']}: {exc}") from None
+                self.stdout.write(f"registered {host.name}")
+            result = sync_host(host.pk)
+            # libvirt cannot tell a directory pool on a cluster file system from a local one; the lab's
+            # "shared" pool is one, so it is marked as an admin would.
+            StoragePool.objects.filter(host=host, name=LAB_SHARED_POOL).update(shared_by_admin=True)
+            state = "ok" if result.ok else f"unreachable: {result.error}"
+            self.stdout.write(f"synced {host.name}: {state}, {result.created + result.updated + result.unchanged} VMs")

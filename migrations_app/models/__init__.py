@@ -1,0 +1,3 @@
+from .auditlog import AuditLogEntry
+
+__all__ = ["AuditLogEntry"]
