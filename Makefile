@@ -28,6 +28,7 @@ run: migrate lab
 test: export VMPORTAL_DEBUG := 0
 test: export VMPORTAL_TESTING := 1
 test: bootstrap-test lab
+	@$(PY) manage.py collectstatic --noinput -v 0
 	@$(PY) manage.py check
 	@$(PY) manage.py makemigrations --check --dry-run
 	@$(VENV)/bin/ruff check .

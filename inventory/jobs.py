@@ -34,4 +34,4 @@ def enqueue_sync(host_id: int) -> str:
         retry=Retry(max=2, interval=[10, 30]),
         description=f"sync host {host_id}",
     )
-    return str(job.id)
+    return job.id

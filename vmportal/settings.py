@@ -106,6 +106,8 @@ RQ_QUEUES = {
     "sync": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
 }
 RQ_SHOW_ADMIN_LINK = True
+# Services enqueue with transaction.on_commit themselves, so a job id is known at once.
+RQ = {"COMMIT_MODE": "auto"}
 
 CHANNEL_LAYERS = {
     "default": {

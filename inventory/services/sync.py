@@ -128,7 +128,8 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
 
     teams = {t.slug: t for t in Team.objects.all()}
     seen = [d.uuid for d in snap.domains]
-    existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(uuid__in=seen)}
+    # The stored XML is only ever overwritten here, never read: leave it in the database.
+    existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(uuid__in=seen).defer("xml")}
     create: list[VirtualMachine] = []
     update: list[VirtualMachine] = []
     refresh_children: list[tuple[VirtualMachine, DomainInfo]] = []
