@@ -43,11 +43,22 @@ def make_personas() -> dict[str, Any]:
 # ---- libvirt test driver node files -------------------------------------------------------------
 
 
-def domain_xml(name: str, uuid: str, *, team: str = "", mac: str = "52:54:00:00:00:01", network: str = "default",
-               disk_format: str = "qcow2", state: str = "running", memory_kib: int = 131072) -> str:
+def domain_xml(
+    name: str,
+    uuid: str,
+    *,
+    team: str = "",
+    mac: str = "52:54:00:00:00:01",
+    network: str = "default",
+    disk_format: str = "qcow2",
+    state: str = "running",
+    memory_kib: int = 131072,
+) -> str:
     team_xml = (
         f'<metadata><vmportal:owner xmlns:vmportal="{METADATA_NS}"><vmportal:team>{team}</vmportal:team>'
-        f"</vmportal:owner></metadata>" if team else ""
+        f"</vmportal:owner></metadata>"
+        if team
+        else ""
     )
     from xml.sax.saxutils import escape
 
@@ -68,10 +79,14 @@ def write_node_file(name: str, domains: list[str], *, with_pool: bool = True) ->
     pool = (
         "<pool type='dir'><name>default-pool</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid>"
         "<capacity unit='GiB'>100</capacity><allocation>0</allocation><available unit='GiB'>100</available>"
-        "<target><path>/default-pool</path></target></pool>" if with_pool else ""
+        "<target><path>/default-pool</path></target></pool>"
+        if with_pool
+        else ""
     )
-    net = ("<network><name>default</name><uuid>dd8fe884-6c02-601e-7551-cca97df1c5df</uuid>"
-           "<forward mode='bridge'/><bridge name='br0'/></network>")
+    net = (
+        "<network><name>default</name><uuid>dd8fe884-6c02-601e-7551-cca97df1c5df</uuid>"
+        "<forward mode='bridge'/><bridge name='br0'/></network>"
+    )
     body = (
         "<node><cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets><cores>4</cores>"
         f"<threads>1</threads><active>4</active></cpu><memory>16777216</memory>{net}{pool}{''.join(domains)}</node>"

@@ -46,8 +46,14 @@ PRODUCTION = {
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VMPORTAL_")}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_with_production_settings() -> None:
@@ -56,15 +62,18 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"VMPORTAL_SECRET_KEY": ""}, "VMPORTAL_SECRET_KEY must be set"),
-    ({"VMPORTAL_SECRET_KEY": "short"}, "at least 50 characters"),
-    ({"VMPORTAL_ALLOWED_HOSTS": ""}, "VMPORTAL_ALLOWED_HOSTS must list"),
-    ({"VMPORTAL_DATABASE_URL": "mysql://db/vmportal"}, "must be a postgres:// URL"),
-    ({"VMPORTAL_REDIS_URL": "http://redis"}, "VMPORTAL_REDIS_URL must start with"),
-    ({"VMPORTAL_SYNC_INTERVAL": "often"}, "VMPORTAL_SYNC_INTERVAL='often' is not a whole number"),
-    ({"VMPORTAL_DEBUG": "perhaps"}, "VMPORTAL_DEBUG='perhaps' is not a boolean"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VMPORTAL_SECRET_KEY": ""}, "VMPORTAL_SECRET_KEY must be set"),
+        ({"VMPORTAL_SECRET_KEY": "short"}, "at least 50 characters"),
+        ({"VMPORTAL_ALLOWED_HOSTS": ""}, "VMPORTAL_ALLOWED_HOSTS must list"),
+        ({"VMPORTAL_DATABASE_URL": "mysql://db/vmportal"}, "must be a postgres:// URL"),
+        ({"VMPORTAL_REDIS_URL": "http://redis"}, "VMPORTAL_REDIS_URL must start with"),
+        ({"VMPORTAL_SYNC_INTERVAL": "often"}, "VMPORTAL_SYNC_INTERVAL='often' is not a whole number"),
+        ({"VMPORTAL_DEBUG": "perhaps"}, "VMPORTAL_DEBUG='perhaps' is not a boolean"),
+    ],
+)
 def test_malformed_settings_stop_start_up_with_a_clear_message(env: dict[str, str], message: str) -> None:
     result = _manage("check", **{**PRODUCTION, **env})
     assert result.returncode != 0

@@ -9,9 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from inventory.choices import Reachability, TeamSource
-from inventory.models import NIC, Disk, Host, VirtualMachine
 from inventory.hypervisor import read_host
 from inventory.hypervisor.domxml import parse_domain
+from inventory.models import NIC, Disk, Host, VirtualMachine
 from inventory.services.sync import apply_snapshot, sync_host
 from tests.base import domain_xml, make_personas, node_file_host, write_node_file
 
@@ -20,8 +20,13 @@ pytestmark = pytest.mark.django_db
 
 def _domains(count: int, prefix: str = "vm") -> list[str]:
     return [
-        domain_xml(f"{prefix}-{i:04d}", str(uuid.UUID(int=i + 1)), mac=f"52:54:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
-                   team="payments" if i % 2 else "analytics", disk_format="raw" if i % 3 == 0 else "qcow2")
+        domain_xml(
+            f"{prefix}-{i:04d}",
+            str(uuid.UUID(int=i + 1)),
+            mac=f"52:54:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+            team="payments" if i % 2 else "analytics",
+            disk_format="raw" if i % 3 == 0 else "qcow2",
+        )
         for i in range(count)
     ]
 

@@ -45,8 +45,12 @@ def fleet(people: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pages_need_a_login(client: Client, fleet: dict[str, Any]) -> None:
-    for url in (reverse("inventory:dashboard"), reverse("inventory:vm_list"),
-                reverse("inventory:vm_detail", args=[PAY_UUID]), reverse("inventory:host_detail", args=["fleet-a"])):
+    for url in (
+        reverse("inventory:dashboard"),
+        reverse("inventory:vm_list"),
+        reverse("inventory:vm_detail", args=[PAY_UUID]),
+        reverse("inventory:host_detail", args=["fleet-a"]),
+    ):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
@@ -85,13 +89,16 @@ def test_owners_and_auditors_cannot_register_hosts(client: Client, fleet: dict[s
     assert not Host.objects.filter(name="x1").exists()
 
 
-@pytest.mark.parametrize(("uri", "message"), [
-    ("qemu+ext:///system?command=/bin/sh", "runs an arbitrary local command"),
-    ("qemu+ssh://kvm1/system?netcat=/bin/nc", "arbitrary program on the remote host"),
-    ("qemu+unix:///system?socket=/tmp/x.sock", "allowed directories"),
-    ("qemu+ssh://kvm1/system?keyfile=/root/.ssh/id_rsa", "allowed directories"),
-    ("not a uri", "spaces or control characters"),
-])
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("qemu+ext:///system?command=/bin/sh", "runs an arbitrary local command"),
+        ("qemu+ssh://kvm1/system?netcat=/bin/nc", "arbitrary program on the remote host"),
+        ("qemu+unix:///system?socket=/tmp/x.sock", "allowed directories"),
+        ("qemu+ssh://kvm1/system?keyfile=/root/.ssh/id_rsa", "allowed directories"),
+        ("not a uri", "spaces or control characters"),
+    ],
+)
 def test_registration_refuses_bad_uris_and_saves_nothing(
     client: Client, fleet: dict[str, Any], uri: str, message: str
 ) -> None:
@@ -108,8 +115,9 @@ def test_an_admin_registers_a_host_and_its_sync_is_queued(
 ) -> None:
     login(client, fleet["carol"])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(reverse("inventory:host_register"),
-                               {"name": "kvm1", "uri": "qemu+tls://kvm1.example.com/system"})
+        response = client.post(
+            reverse("inventory:host_register"), {"name": "kvm1", "uri": "qemu+tls://kvm1.example.com/system"}
+        )
     host = Host.objects.get(name="kvm1")
     assert response.status_code == 302 and response["Location"] == host.get_absolute_url()
     assert len(callbacks) == 1  # the first sync, enqueued after commit
@@ -133,9 +141,13 @@ def test_test_connection_reports_versions(client: Client, fleet: dict[str, Any])
 
 def test_hostile_vm_names_render_inert_on_every_page(client: Client, fleet: dict[str, Any]) -> None:
     login(client, fleet["carol"])
-    VirtualMachine.objects.filter(name=HOSTILE[1]).update(name="<script>alert(3)</script>\nline \"two\"")
-    urls = [reverse("inventory:dashboard"), reverse("inventory:vm_list"), reverse("inventory:vm_list") + "?q=%3C",
-            reverse("inventory:host_detail", args=["fleet-a"])]
+    VirtualMachine.objects.filter(name=HOSTILE[1]).update(name='<script>alert(3)</script>\nline "two"')
+    urls = [
+        reverse("inventory:dashboard"),
+        reverse("inventory:vm_list"),
+        reverse("inventory:vm_list") + "?q=%3C",
+        reverse("inventory:host_detail", args=["fleet-a"]),
+    ]
     urls += [vm.get_absolute_url() for vm in VirtualMachine.objects.all()]
     for url in urls:
         html = client.get(url).content.decode()
@@ -165,10 +177,16 @@ def _queries(client: Client, url: str) -> int:
 
 def test_list_pages_do_not_grow_queries_with_rows(client: Client, fleet: dict[str, Any]) -> None:
     login(client, fleet["carol"])
-    urls = [reverse("inventory:dashboard"), reverse("inventory:vm_list"), reverse("inventory:host_detail", args=["fleet-a"])]
+    urls = [
+        reverse("inventory:dashboard"),
+        reverse("inventory:vm_list"),
+        reverse("inventory:host_detail", args=["fleet-a"]),
+    ]
     before = {url: _queries(client, url) for url in urls}
-    more = [domain_xml(f"more-{i}", str(uuid.UUID(int=5000 + i)), team="payments", mac=f"52:54:00:00:09:{i:02x}")
-            for i in range(40)]
+    more = [
+        domain_xml(f"more-{i}", str(uuid.UUID(int=5000 + i)), team="payments", mac=f"52:54:00:00:09:{i:02x}")
+        for i in range(40)
+    ]
     sync_host(node_file_host("fleet-b", more).pk)
     after = {url: _queries(client, url) for url in urls}
     assert before == after

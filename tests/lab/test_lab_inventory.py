@@ -21,8 +21,9 @@ def lab_hosts(lab: dict[str, Any]) -> dict[str, Host]:
     make_personas()
     hosts = {}
     for entry in lab["hosts"]:
-        hosts[entry["name"]] = register_host(None, name=entry["name"], uri=entry["uri"],
-                                             migration_uri=entry["migration_uri"], sync=False)
+        hosts[entry["name"]] = register_host(
+            None, name=entry["name"], uri=entry["uri"], migration_uri=entry["migration_uri"], sync=False
+        )
     return hosts
 
 
@@ -31,7 +32,9 @@ def sync_all(hosts: dict[str, Host]) -> None:
         assert sync_host(host.pk).ok, host.name
 
 
-def test_sync_finds_every_lab_vm_with_its_disks_nics_and_networks(lab: dict[str, Any], lab_hosts: dict[str, Host]) -> None:
+def test_sync_finds_every_lab_vm_with_its_disks_nics_and_networks(
+    lab: dict[str, Any], lab_hosts: dict[str, Host]
+) -> None:
     sync_all(lab_hosts)
     assert VirtualMachine.objects.count() == len(lab["guests"])
     for guest in lab["guests"]:
@@ -89,11 +92,26 @@ def _migrate(lab: dict[str, Any], name: str, src: str, dst: str, net_from: str, 
         fh.write(xml.replace(f"network='{net_from}'", f"network='{net_to}'"))
         fh.flush()
         dst_uri = next(h["migration_uri"] for h in lab["hosts"] if h["name"] == dst)
-        labctl("virsh", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-               "--xml", fh.name, "--persistent-xml", fh.name, name, dst_uri)
+        labctl(
+            "virsh",
+            src,
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+            "--xml",
+            fh.name,
+            "--persistent-xml",
+            fh.name,
+            name,
+            dst_uri,
+        )
 
 
-def test_a_vm_moved_with_virsh_migrate_keeps_one_row_with_the_new_host(lab: dict[str, Any], lab_hosts: dict[str, Host]) -> None:
+def test_a_vm_moved_with_virsh_migrate_keeps_one_row_with_the_new_host(
+    lab: dict[str, Any], lab_hosts: dict[str, Host]
+) -> None:
     assert _guest_host(lab, "web-01")["name"] == "h1"
     sync_all(lab_hosts)
     row = VirtualMachine.objects.get(name="web-01")
