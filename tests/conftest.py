@@ -14,3 +14,6 @@ def people(db: None) -> dict[str, Any]:
 def lab() -> dict[str, Any]:
     """The real libvirt lab (three daemons in network namespaces)."""
     return lab_up()
+
+
+from tests.labguests import lab_guests  # noqa: E402,F401  (fixture)

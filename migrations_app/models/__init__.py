@@ -1,3 +1,18 @@
+from .audits import Audit, CheckResult, Override, Prediction
 from .auditlog import AuditLogEntry
+from .mappings import NetworkMapping
+from .plans import MigrationPlan, PlanItem
+from .runs import MigrationRun, ProgressSample
 
-__all__ = ["AuditLogEntry"]
+__all__ = [
+    "Audit",
+    "AuditLogEntry",
+    "CheckResult",
+    "MigrationPlan",
+    "MigrationRun",
+    "NetworkMapping",
+    "Override",
+    "PlanItem",
+    "Prediction",
+    "ProgressSample",
+]
