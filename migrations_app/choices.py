@@ -23,15 +23,29 @@ class PlanStatus(models.TextChoices):
 #: plans whose items may still be edited (each edit re-runs the audit)
 EDITABLE_PLAN_STATES = frozenset({PlanStatus.DRAFT, PlanStatus.AUDITING, PlanStatus.READY, PlanStatus.BLOCKED})
 #: plans that hold their VMs (PROC-BUSY) and, once approved, their destination's resources (RES-MEM)
-ACTIVE_PLAN_STATES = frozenset({
-    PlanStatus.DRAFT, PlanStatus.AUDITING, PlanStatus.READY, PlanStatus.BLOCKED, PlanStatus.PENDING_APPROVAL,
-    PlanStatus.APPROVED, PlanStatus.SCHEDULED, PlanStatus.RUNNING,
-})
+ACTIVE_PLAN_STATES = frozenset(
+    {
+        PlanStatus.DRAFT,
+        PlanStatus.AUDITING,
+        PlanStatus.READY,
+        PlanStatus.BLOCKED,
+        PlanStatus.PENDING_APPROVAL,
+        PlanStatus.APPROVED,
+        PlanStatus.SCHEDULED,
+        PlanStatus.RUNNING,
+    }
+)
 APPROVED_PLAN_STATES = frozenset({PlanStatus.APPROVED, PlanStatus.SCHEDULED, PlanStatus.RUNNING})
-TERMINAL_PLAN_STATES = frozenset({
-    PlanStatus.SUCCEEDED, PlanStatus.PARTIALLY_SUCCEEDED, PlanStatus.FAILED, PlanStatus.CANCELLED,
-    PlanStatus.REJECTED, PlanStatus.SUPERSEDED,
-})
+TERMINAL_PLAN_STATES = frozenset(
+    {
+        PlanStatus.SUCCEEDED,
+        PlanStatus.PARTIALLY_SUCCEEDED,
+        PlanStatus.FAILED,
+        PlanStatus.CANCELLED,
+        PlanStatus.REJECTED,
+        PlanStatus.SUPERSEDED,
+    }
+)
 
 
 class Mode(models.TextChoices):
@@ -115,7 +129,14 @@ class RunStatus(models.TextChoices):
 
 TERMINAL_RUN_STATES = frozenset({RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK, RunStatus.FAILED, RunStatus.CANCELLED})
 #: runs that occupy a host's concurrency slots
-ACTIVE_RUN_STATES = frozenset({
-    RunStatus.PREFLIGHT, RunStatus.BACKUP, RunStatus.TRANSFERRING, RunStatus.CUTOVER, RunStatus.VERIFYING,
-    RunStatus.ROLLING_BACK, RunStatus.CANCELLING,
-})
+ACTIVE_RUN_STATES = frozenset(
+    {
+        RunStatus.PREFLIGHT,
+        RunStatus.BACKUP,
+        RunStatus.TRANSFERRING,
+        RunStatus.CUTOVER,
+        RunStatus.VERIFYING,
+        RunStatus.ROLLING_BACK,
+        RunStatus.CANCELLING,
+    }
+)

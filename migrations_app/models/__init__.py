@@ -1,5 +1,5 @@
-from .audits import Audit, CheckResult, Override, Prediction
 from .auditlog import AuditLogEntry
+from .audits import Audit, CheckResult, Override, Prediction
 from .mappings import NetworkMapping
 from .plans import MigrationPlan, PlanItem
 from .runs import MigrationRun, ProgressSample

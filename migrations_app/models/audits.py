@@ -67,6 +67,9 @@ class Prediction(models.Model):
         ordering = ["audit", "item", "mode"]
         constraints = [models.UniqueConstraint(fields=["audit", "item", "mode"], name="one_prediction_per_mode")]
 
+    def __str__(self) -> str:
+        return f"{self.mode} prediction for item {self.item_id}"
+
 
 class Override(models.Model):
     """An admin's decision to let a plan with blocking results be submitted, with the reason."""
@@ -80,3 +83,6 @@ class Override(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"override of plan {self.plan_id} by {self.admin_id}"

@@ -26,10 +26,10 @@ class NetworkMapping(models.Model):
     def __str__(self) -> str:
         return f"{self.source} → {self.destination}"
 
-    def clean(self) -> None:
-        if self.source_id and self.destination_id and self.source.host_id == self.destination.host_id:
-            raise ValidationError("A mapping joins networks of two different hosts.")
-
     def save(self, *args: object, **kwargs: object) -> None:
         self.destination_host_id = self.destination.host_id
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def clean(self) -> None:
+        if self.source_id and self.destination_id and self.source.host_id == self.destination.host_id:
+            raise ValidationError("A mapping joins networks of two different hosts.")

@@ -40,21 +40,32 @@ class MigrationPlan(models.Model):
 
     # live-migration options (sensible defaults, shown on the form)
     bandwidth_mib_s = models.PositiveIntegerField(
-        "bandwidth limit (MiB/s)", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        "bandwidth limit (MiB/s)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
         help_text="Empty: no limit.",
     )
     max_downtime_ms = models.PositiveIntegerField(
-        "max downtime (ms)", default=300, validators=[MinValueValidator(10), MaxValueValidator(60_000)],
+        "max downtime (ms)",
+        default=300,
+        validators=[MinValueValidator(10), MaxValueValidator(60_000)],
     )
-    auto_converge = models.BooleanField(default=True, help_text="Throttle the guest's vCPUs if memory is dirtied faster than it is sent.")
+    auto_converge = models.BooleanField(
+        default=True, help_text="Throttle the guest's vCPUs if memory is dirtied faster than it is sent."
+    )
     postcopy_allowed = models.BooleanField(default=False)
     on_no_convergence = models.CharField(max_length=16, choices=NoConvergence.choices, default=NoConvergence.ABORT)
-    parallel_connections = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(16)])
+    parallel_connections = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(16)]
+    )
     compression = models.CharField(max_length=8, choices=Compression.choices, default=Compression.NONE)
 
     # cold-migration and safety options
     fresh_backup = models.BooleanField(default=True, help_text="Take a verified backup before moving.")
-    shutdown_timeout_s = models.PositiveIntegerField(default=120, validators=[MinValueValidator(5), MaxValueValidator(3600)])
+    shutdown_timeout_s = models.PositiveIntegerField(
+        default=120, validators=[MinValueValidator(5), MaxValueValidator(3600)]
+    )
     allow_force_off = models.BooleanField(default=False, help_text="Power the VM off if it does not shut down in time.")
 
     predicted_seconds = models.FloatField(null=True, blank=True)
@@ -90,7 +101,9 @@ class PlanItem(models.Model):
     destination = models.ForeignKey("inventory.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     destination_auto = models.BooleanField(default=False, help_text="The portal chose the destination.")
     destination_reason = models.CharField(max_length=300, blank=True)
-    mode = models.CharField(max_length=8, choices=Mode.choices, blank=True, help_text="The resolved mode (live or cold).")
+    mode = models.CharField(
+        max_length=8, choices=Mode.choices, blank=True, help_text="The resolved mode (live or cold)."
+    )
     network_map = models.JSONField(default=dict, blank=True)
     storage_map = models.JSONField(default=dict, blank=True)
     target_format = models.CharField(max_length=8, choices=TargetFormat.choices, default=TargetFormat.KEEP)

@@ -38,7 +38,9 @@ class MigrationRun(models.Model):
     bytes_total = models.BigIntegerField(default=0)
     bytes_processed = models.BigIntegerField(default=0)
     bytes_remaining = models.BigIntegerField(default=0)
-    downtime_ms = models.FloatField(null=True, blank=True, help_text="Real downtime from libvirt's completed job stats.")
+    downtime_ms = models.FloatField(
+        null=True, blank=True, help_text="Real downtime from libvirt's completed job stats."
+    )
     setup_ms = models.FloatField(null=True, blank=True)
     elapsed_ms = models.FloatField(null=True, blank=True)
     completed_stats = models.JSONField(default=dict, blank=True)
@@ -76,3 +78,6 @@ class ProgressSample(models.Model):
 
     class Meta:
         ordering = ["run", "at", "pk"]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.phase} {self.percent:.0f}%"

@@ -1,0 +1,396 @@
+"""Migration plans: creation, editing while in draft, audit requests, overrides and submission.
+
+Every function here checks who may do it, validates against the inventory (never trusting ids from a
+form), writes audit-log rows, and queues the audit job after commit. Any edit re-runs the audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
+from inventory.permissions import is_admin
+from migrations_app.choices import (
+    EDITABLE_PLAN_STATES,
+    ChangeType,
+    Compression,
+    Mode,
+    NoConvergence,
+    PlanStatus,
+    Severity,
+    TargetFormat,
+)
+from migrations_app.models import Audit, CheckResult, MigrationPlan, NetworkMapping, Override, PlanItem
+from migrations_app.services import auditlog
+
+MAX_PLAN_ITEMS = 500
+
+OPTION_FIELDS = (
+    "name",
+    "mode",
+    "change_type",
+    "window_start",
+    "window_end",
+    "bandwidth_mib_s",
+    "max_downtime_ms",
+    "auto_converge",
+    "postcopy_allowed",
+    "on_no_convergence",
+    "parallel_connections",
+    "compression",
+    "fresh_backup",
+    "shutdown_timeout_s",
+    "allow_force_off",
+)
+
+
+class PlanError(ValueError):
+    """A request the rules refuse; the message says why and nothing was saved."""
+
+
+# ---- defaults ---------------------------------------------------------------------------------
+
+
+def default_network_map(vm: VirtualMachine, destination: Host) -> dict[str, str]:
+    """mac → destination network name: the admins' mapping, else a same-named network, else "" (unmapped)."""
+    dest_networks = {n.name for n in destination.networks.all() if n.present}
+    mappings = {
+        m.source_id: m.destination.name
+        for m in NetworkMapping.objects.filter(destination_host=destination).select_related("destination")
+    }
+    result = {}
+    for nic in vm.nics.all():
+        mapped = mappings.get(nic.network_id) if nic.network_id else None
+        if mapped is None and nic.source_network in dest_networks:
+            mapped = nic.source_network
+        result[nic.mac] = mapped or ""
+    return result
+
+
+def default_storage_map(vm: VirtualMachine, destination: Host) -> dict[str, dict[str, str]]:
+    """disk target → {"pool", "format"}: shared pools stay put; local disks go to the same-named pool
+    or the destination's local pool with the most free space."""
+    pools = [p for p in destination.pools.all() if p.present and p.active]
+    by_name = {p.name: p for p in pools}
+    roomiest_local = max((p for p in pools if not p.shared), key=lambda p: p.available, default=None)
+    result = {}
+    for disk in vm.disks.all():
+        if disk.device not in ("disk", "lun") or not disk.source:
+            continue
+        pool = disk.pool
+        if pool is not None and pool.name in by_name and (pool.shared == by_name[pool.name].shared):
+            target = pool.name
+        elif roomiest_local is not None:
+            target = roomiest_local.name
+        else:
+            target = ""
+        result[disk.target] = {"pool": target, "format": TargetFormat.KEEP}
+    return result
+
+
+# ---- creating and editing ----------------------------------------------------------------------
+
+
+def _vm_queryset(user: Any) -> Any:
+    return (
+        VirtualMachine.objects.visible_to(user)
+        .present()
+        .select_related("host", "team")
+        .prefetch_related("nics", Prefetch("disks", queryset=Disk.objects.select_related("pool")))
+    )
+
+
+def _check_destination(destination: Host) -> None:
+    if not destination.enabled:
+        raise PlanError(f"Host {destination.name} is disabled and cannot receive VMs.")
+    if destination.maintenance:
+        raise PlanError(f"Host {destination.name} is in maintenance and cannot receive VMs.")
+
+
+def _clean_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(OPTION_FIELDS)
+    if unknown:
+        raise PlanError(f"Unknown plan option(s): {', '.join(sorted(unknown))}.")
+    checks = {
+        "mode": Mode.values,
+        "change_type": ChangeType.values,
+        "on_no_convergence": NoConvergence.values,
+        "compression": Compression.values,
+    }
+    for key, allowed in checks.items():
+        if key in options and options[key] not in allowed:
+            raise PlanError(f"'{options[key]}' is not a valid {key.replace('_', ' ')}.")
+    bandwidth = options.get("bandwidth_mib_s")
+    if bandwidth is not None and not (1 <= int(bandwidth) <= 100_000):
+        raise PlanError("The bandwidth limit must be between 1 and 100000 MiB/s, or empty for no limit.")
+    if "max_downtime_ms" in options and not (10 <= int(options["max_downtime_ms"]) <= 60_000):
+        raise PlanError("The maximum downtime must be between 10 ms and 60 s.")
+    if "parallel_connections" in options and not (1 <= int(options["parallel_connections"]) <= 16):
+        raise PlanError("Parallel connections must be between 1 and 16.")
+    if "shutdown_timeout_s" in options and not (5 <= int(options["shutdown_timeout_s"]) <= 3600):
+        raise PlanError("The shutdown timeout must be between 5 s and 1 h.")
+    start, end = options.get("window_start"), options.get("window_end")
+    if (start is None) != (end is None):
+        raise PlanError("A change window needs both a start and an end.")
+    if start is not None and end <= start:
+        raise PlanError("The change window must end after it starts.")
+    if "name" in options and not str(options["name"]).strip():
+        raise PlanError("Give the plan a name.")
+    return options
+
+
+def create_plan(
+    requester: Any,
+    *,
+    vm_ids: Iterable[int],
+    destinations: dict[int, int | None] | None = None,
+    destination_id: int | None = None,
+    **options: Any,
+) -> MigrationPlan:
+    """Create a draft plan for VMs the requester may see, all of one team, and queue its audit.
+
+    `destinations` maps vm id → host id (None: let the portal choose); `destination_id` applies one
+    host to every VM.
+    """
+    ids = list(dict.fromkeys(int(i) for i in vm_ids))
+    if not ids:
+        raise PlanError("Choose at least one VM.")
+    if len(ids) > MAX_PLAN_ITEMS:
+        raise PlanError(f"A plan holds at most {MAX_PLAN_ITEMS} VMs; split the move into several plans.")
+    vms = list(_vm_queryset(requester).filter(pk__in=ids))
+    if len(vms) != len(ids):
+        raise PlanError("Some of the chosen VMs do not exist, are missing, or are not your team's.")
+    teams = {vm.team_id for vm in vms}
+    if None in teams or len(teams) != 1:
+        raise PlanError("All VMs of a plan must belong to one team; VMs without a team need an admin first.")
+    team = vms[0].team
+    if not is_admin(requester) and not team.members.filter(pk=requester.pk).exists():
+        raise PlanError("You can only plan moves of your own teams' VMs.")
+    options.setdefault("name", f"Move {vms[0].name}" + (f" and {len(vms) - 1} more" if len(vms) > 1 else ""))
+    _clean_options(options)
+    wanted = dict(destinations or {})
+    if destination_id is not None:
+        wanted = {vm.pk: destination_id for vm in vms}
+    host_ids = {h for h in wanted.values() if h is not None}
+    hosts = Host.objects.in_bulk(host_ids)
+    if len(hosts) != len(host_ids):
+        raise PlanError("A chosen destination host does not exist.")
+    hosts_full = {h.pk: h for h in Host.objects.filter(pk__in=host_ids).prefetch_related("networks", "pools")}
+    with transaction.atomic():
+        plan = MigrationPlan.objects.create(requester=requester, team=team, **options)
+        for vm in vms:
+            dest = hosts_full.get(wanted.get(vm.pk))  # type: ignore[arg-type]
+            if dest is not None:
+                _check_destination(dest)
+                if dest.pk == vm.host_id:
+                    raise PlanError(f"{vm.name} is already on {dest.name}; choose another destination.")
+            PlanItem.objects.create(
+                plan=plan,
+                vm=vm,
+                source=vm.host,
+                destination=dest,
+                destination_auto=dest is None,
+                network_map=default_network_map(vm, dest) if dest else {},
+                storage_map=default_storage_map(vm, dest) if dest else {},
+            )
+        auditlog.record(requester, "plan.create", plan, after={"vms": [vm.name for vm in vms], **_option_values(plan)})
+        request_audit(plan, reason="create")
+    return plan
+
+
+def _option_values(plan: MigrationPlan) -> dict[str, Any]:
+    values = {key: getattr(plan, key) for key in OPTION_FIELDS}
+    for key in ("window_start", "window_end"):
+        if values[key] is not None:
+            values[key] = values[key].isoformat()
+    return values
+
+
+def _editable(actor: Any, plan: MigrationPlan) -> None:
+    if plan.status not in EDITABLE_PLAN_STATES:
+        raise PlanError(f"The plan is {plan.get_status_display().lower()} and can no longer be edited.")
+    if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
+        raise PlanError("Only the plan's team and admins may edit it.")
+
+
+def update_options(actor: Any, plan: MigrationPlan, **options: Any) -> MigrationPlan:
+    _editable(actor, plan)
+    _clean_options(options)
+    with transaction.atomic():
+        before = _option_values(plan)
+        for key, value in options.items():
+            setattr(plan, key, value)
+        plan.save()
+        auditlog.record(actor, "plan.update", plan, before=before, after=_option_values(plan))
+        request_audit(plan, reason="edit")
+    return plan
+
+
+def update_item(
+    actor: Any,
+    item: PlanItem,
+    *,
+    destination_id: int | None = None,
+    choose_destination: bool = False,
+    network_map: dict[str, str] | None = None,
+    storage_map: dict[str, dict[str, str]] | None = None,
+    wave: int | None = None,
+) -> PlanItem:
+    """Change an item's destination or mappings; only destination networks and pools are accepted."""
+    plan = item.plan
+    _editable(actor, plan)
+    before = {"destination": item.destination_id, "network_map": item.network_map, "storage_map": item.storage_map}
+    with transaction.atomic():
+        if choose_destination:
+            item.destination, item.destination_auto, item.network_map, item.storage_map = None, True, {}, {}
+        elif destination_id is not None and destination_id != item.destination_id:
+            dest = Host.objects.filter(pk=destination_id).first()
+            if dest is None:
+                raise PlanError("That destination host does not exist.")
+            _check_destination(dest)
+            if dest.pk == item.vm.host_id:
+                raise PlanError(f"{item.vm.name} is already on {dest.name}.")
+            item.destination, item.destination_auto = dest, False
+            item.network_map = default_network_map(item.vm, dest)
+            item.storage_map = default_storage_map(item.vm, dest)
+        if network_map is not None:
+            item.network_map = _clean_network_map(item, network_map)
+        if storage_map is not None:
+            item.storage_map = _clean_storage_map(item, storage_map)
+        if wave is not None:
+            if not 1 <= int(wave) <= 100:
+                raise PlanError("Waves are numbered 1 to 100.")
+            item.wave = int(wave)
+        item.save()
+        auditlog.record(
+            actor,
+            "plan.item.update",
+            plan,
+            before=before,
+            after={
+                "destination": item.destination_id,
+                "network_map": item.network_map,
+                "storage_map": item.storage_map,
+            },
+        )
+        request_audit(plan, reason="edit")
+    return item
+
+
+def _clean_network_map(item: PlanItem, wanted: dict[str, str]) -> dict[str, str]:
+    if item.destination is None:
+        raise PlanError("Choose a destination before mapping networks.")
+    macs = set(item.vm.nics.values_list("mac", flat=True))
+    if set(wanted) - macs:
+        raise PlanError("The network mapping names a NIC this VM does not have.")
+    allowed = set(Network.objects.filter(host=item.destination, present=True).values_list("name", flat=True))
+    for network in wanted.values():
+        if network not in allowed:
+            raise PlanError(f"'{network}' is not a network of {item.destination.name}.")
+    return {**item.network_map, **wanted}
+
+
+def _clean_storage_map(item: PlanItem, wanted: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    if item.destination is None:
+        raise PlanError("Choose a destination before mapping storage.")
+    targets = set(item.vm.disks.values_list("target", flat=True))
+    if set(wanted) - targets:
+        raise PlanError("The storage mapping names a disk this VM does not have.")
+    pools = set(StoragePool.objects.filter(host=item.destination, present=True).values_list("name", flat=True))
+    result = dict(item.storage_map)
+    for target, choice in wanted.items():
+        if not isinstance(choice, dict) or choice.get("pool") not in pools:
+            raise PlanError(f"Disk {target}: choose a storage pool of {item.destination.name}.")
+        if choice.get("format", TargetFormat.KEEP) not in TargetFormat.values:
+            raise PlanError(f"Disk {target}: the target format must be qcow2, raw or keep.")
+        result[target] = {"pool": choice["pool"], "format": choice.get("format", TargetFormat.KEEP)}
+    return result
+
+
+# ---- audit, override, submit ----------------------------------------------------------------------
+
+
+def request_audit(plan: MigrationPlan, reason: str = "edit") -> Audit:
+    """Record a queued audit and run it on a worker after commit; the plan shows "auditing" until then."""
+    from migrations_app import jobs
+
+    audit = Audit.objects.create(plan=plan, reason=reason)
+    MigrationPlan.objects.filter(pk=plan.pk).update(status=PlanStatus.AUDITING)
+    plan.status = PlanStatus.AUDITING
+    transaction.on_commit(lambda: jobs.enqueue_audit(audit.pk))
+    return audit
+
+
+def latest_audit(plan: MigrationPlan) -> Audit | None:
+    return plan.audits.order_by("-created_at", "-pk").first()
+
+
+def uncovered_blocks(plan: MigrationPlan, audit: Audit) -> list[CheckResult]:
+    covered = {tuple(pair) for o in plan.overrides.filter(audit=audit) for pair in o.covers}
+    return [r for r in audit.results.filter(severity=Severity.BLOCK) if (r.item_id, r.check_id) not in covered]
+
+
+def record_override(admin: Any, plan: MigrationPlan, reason: str) -> Override:
+    """An admin accepts the current audit's blocks, with a reason (audit-logged, shown to approvers)."""
+    if not is_admin(admin):
+        raise PlanError("Only approvers/admins may override an audit block.")
+    if admin.pk == plan.requester_id:
+        raise PlanError("You cannot override blocks on your own plan; ask another approver.")
+    reason = reason.strip()
+    if len(reason) < 10:
+        raise PlanError("Explain the override in a sentence (at least 10 characters).")
+    audit = latest_audit(plan)
+    if audit is None or audit.status != "done":
+        raise PlanError("Wait for the audit to finish before overriding it.")
+    blocks = uncovered_blocks(plan, audit)
+    if not blocks:
+        raise PlanError("The latest audit has no blocks to override.")
+    with transaction.atomic():
+        override = Override.objects.create(
+            plan=plan, audit=audit, admin=admin, reason=reason, covers=[[r.item_id, r.check_id] for r in blocks]
+        )
+        auditlog.record(admin, "plan.override", plan, after={"covers": override.covers}, comment=reason)
+        if plan.status == PlanStatus.BLOCKED:
+            plan.status = PlanStatus.READY
+            plan.save(update_fields=["status", "updated_at"])
+    return override
+
+
+def submit(actor: Any, plan: MigrationPlan) -> MigrationPlan:
+    """Send a ready plan to the approvers; a plan with uncovered blocks cannot be submitted."""
+    _editable(actor, plan)
+    audit = latest_audit(plan)
+    if audit is None or audit.status != "done":
+        raise PlanError("The audit has not finished yet; submit when it is done.")
+    blocks = uncovered_blocks(plan, audit)
+    if blocks:
+        ids = ", ".join(sorted({r.check_id for r in blocks}))
+        raise PlanError(f"The audit blocks this plan ({ids}); fix the causes or ask an admin for an override.")
+    with transaction.atomic():
+        plan.status = PlanStatus.PENDING_APPROVAL
+        plan.submitted_at = timezone.now()
+        plan.save(update_fields=["status", "submitted_at", "updated_at"])
+        auditlog.record(actor, "plan.submit", plan, after={"audit": audit.pk})
+    return plan
+
+
+def cancel(actor: Any, plan: MigrationPlan) -> MigrationPlan:
+    if plan.status in (PlanStatus.RUNNING,) or plan.status not in EDITABLE_PLAN_STATES | {PlanStatus.PENDING_APPROVAL}:
+        raise PlanError(f"A {plan.get_status_display().lower()} plan cannot be cancelled here.")
+    _editable_or_pending(actor, plan)
+    with transaction.atomic():
+        before = plan.status
+        plan.status = PlanStatus.CANCELLED
+        plan.save(update_fields=["status", "updated_at"])
+        auditlog.record(actor, "plan.cancel", plan, before={"status": before}, after={"status": plan.status})
+    return plan
+
+
+def _editable_or_pending(actor: Any, plan: MigrationPlan) -> None:
+    if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
+        raise PlanError("Only the plan's team and admins may cancel it.")
