@@ -10,9 +10,9 @@ AUDIT_TIMEOUT = 900  # seconds: a 500-VM plan reads two hosts and measures dirty
 
 def run_audit(audit_id: int) -> dict[str, object]:
     """Run the pre-migration audit of one plan (see migrations_app.services.audits)."""
-    from migrations_app.services import audits
+    from migrations_app.services import audits as audit_service
 
-    return audits.run_audit(audit_id)
+    return audit_service.run_audit(audit_id)
 
 
 def enqueue_audit(audit_id: int) -> str:

@@ -76,8 +76,10 @@ class LabGuests:
     def volume(self, host: str, pool: str, name: str, fmt: str, capacity_mib: int) -> str:
         """Create a sparse volume through the pool; return its path."""
         p = self.conn(host).storagePoolLookupByName(pool)
-        xml = (f"<volume><name>{escape(name)}</name><capacity unit='MiB'>{capacity_mib}</capacity>"
-               f"<allocation>0</allocation><target><format type='{fmt}'/></target></volume>")
+        xml = (
+            f"<volume><name>{escape(name)}</name><capacity unit='MiB'>{capacity_mib}</capacity>"
+            f"<allocation>0</allocation><target><format type='{fmt}'/></target></volume>"
+        )
         vol = p.createXML(xml, 0)
         self.volumes.append((pool, name))
         return vol.path()
@@ -136,10 +138,18 @@ class LabGuests:
                 source = f"<source network='{escape(n.network)}'/>"
             else:
                 source = f"<source dev='{escape(n.network)}' mode='bridge'/>"
-            nic_xml.append(f"<interface type='{n.type}'><mac address='{mac}'/>{source}<model type='{n.model}'/>"
-                           f"{filt}<rom enabled='no'/></interface>")
-        team_xml = (f"<metadata><vmportal:owner xmlns:vmportal='{METADATA_NS}'><vmportal:team>{team}"
-                    f"</vmportal:team></vmportal:owner></metadata>") if team else ""
+            nic_xml.append(
+                f"<interface type='{n.type}'><mac address='{mac}'/>{source}<model type='{n.model}'/>"
+                f"{filt}<rom enabled='no'/></interface>"
+            )
+        team_xml = (
+            (
+                f"<metadata><vmportal:owner xmlns:vmportal='{METADATA_NS}'><vmportal:team>{team}"
+                f"</vmportal:team></vmportal:owner></metadata>"
+            )
+            if team
+            else ""
+        )
         virt = "kvm" if self.lab.get("kvm") else "qemu"
         xml = (
             f"<domain type='{virt}'><name>{escape(name)}</name><uuid>{guest_uuid}</uuid>{team_xml}"
@@ -177,7 +187,9 @@ class LabGuests:
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.destroy()
                 with contextlib.suppress(libvirt.libvirtError):
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                    dom.undefineFlags(
+                        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                    )
         for pool, vol in self.volumes + [(d["pool"], d["volume"]) for g in self.created for d in g.disks]:
             for host in self.hosts:
                 with contextlib.suppress(libvirt.libvirtError):
