@@ -36,8 +36,8 @@ def _orm_beside_playwright() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def browser(_orm_beside_playwright: None) -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM} (set VMPORTAL_CHROMIUM)")
+    # `make test` installs Debian's chromium; without it these tests fail rather than skip.
+    assert os.access(CHROMIUM, os.X_OK), f"no Chromium at {CHROMIUM}: run `make test` (or set VMPORTAL_CHROMIUM)"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
