@@ -19,7 +19,7 @@ from inventory import jobs
 from inventory.choices import PowerState
 from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
 from inventory.models import Host, StoragePool, Team, VirtualMachine
-from inventory.permissions import is_admin
+from inventory.permissions import is_admin, sees_everything
 from inventory.services import hosts as host_services
 
 PAGE_SIZE = 50
@@ -30,10 +30,17 @@ def _admin_only(request: HttpRequest) -> None:
         raise PermissionDenied("Only approvers/admins may do this.")
 
 
+def _raw_percent(part: int | None, whole: int | None) -> int:
+    return round(100 * (part or 0) / whole) if whole else 0
+
+
 def _percent(part: int | None, whole: int | None) -> int:
-    if not whole:
-        return 0
-    return max(0, min(100, round(100 * (part or 0) / whole)))
+    """For the bar: 0–100 (the text beside it shows the real figure, overcommit included)."""
+    return max(0, min(100, _raw_percent(part, whole)))
+
+
+def _usage_text(used: str, total: str, pct: int) -> str:
+    return f"{used} of {total} ({pct}%{', overcommitted' if pct > 100 else ''})"
 
 
 def _usage(hosts: list[Host]) -> list[dict[str, Any]]:
@@ -191,10 +198,16 @@ def vm_list(request: HttpRequest) -> HttpResponse:
             "form": form,
             "page": page,
             "hosts": Host.objects.values_list("name", flat=True),
-            "teams": Team.objects.values_list("slug", "name"),
+            "teams": _teams_for(request.user).values_list("slug", "name"),
+            "filtered": any(filters.get(k) for k in ("q", "host", "team", "state")),
+            "has_team": sees_everything(request.user) or request.user.teams.exists(),
             "querystring": query.urlencode(),
         },
     )
+
+
+def _teams_for(user: Any) -> Any:
+    return Team.objects.all() if sees_everything(user) else Team.objects.filter(members=user.pk)
 
 
 @login_required

@@ -65,7 +65,9 @@ def test_an_app_owner_sees_only_their_teams_vms(client: Client, fleet: dict[str,
 
 def test_it_returns_404_for_another_teams_vm(client: Client, fleet: dict[str, Any]) -> None:
     login(client, fleet["bob"])
-    assert client.get(reverse("inventory:vm_detail", args=[PAY_UUID])).status_code == 404
+    response = client.get(reverse("inventory:vm_detail", args=[PAY_UUID]))
+    assert response.status_code == 404
+    assert "not one of your teams" in response.content.decode()  # the portal's own page, with a way back
     assert client.get(reverse("inventory:vm_detail", args=[ANA_UUID])).status_code == 200
     login(client, fleet["eve"])  # in no team
     assert client.get(reverse("inventory:vm_detail", args=[ANA_UUID])).status_code == 404

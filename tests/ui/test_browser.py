@@ -122,7 +122,10 @@ def test_hostile_vm_names_render_inert_in_a_browser(page: Page, live_server: Liv
     shot(page, "vm_list")
 
     # The search box echoes the query back into an attribute: a match, then a query that tries to leave it.
-    for query, found in ((HOSTILE[2][:17], HOSTILE[2]), ('"><img src=x onerror=alert(4)>', "No VMs to show.")):
+    for query, found in (
+        (HOSTILE[2][:17], HOSTILE[2]),
+        ('"><img src=x onerror=alert(4)>', "No VMs to show with these filters."),
+    ):
         page.goto(f"{live_server.url}{reverse('inventory:vm_list')}?q={quote(query)}")
         expect(page.get_by_role("searchbox")).to_have_value(query)
         expect(page.locator("table.vms tbody tr")).to_have_count(1)
