@@ -73,7 +73,9 @@ def domain_xml(
     )
 
 
-def write_node_file(name: str, domains: list[str], *, with_pool: bool = True) -> str:
+def write_node_file(
+    name: str, domains: list[str], *, with_pool: bool = True, networks: tuple[str, ...] = ("default",)
+) -> str:
     """Write a test-driver node file inside the allowed directory; return its test:/// URI."""
     TESTDRIVER_DIR.mkdir(parents=True, exist_ok=True)
     pool = (
@@ -83,9 +85,9 @@ def write_node_file(name: str, domains: list[str], *, with_pool: bool = True) ->
         if with_pool
         else ""
     )
-    net = (
-        "<network><name>default</name><uuid>dd8fe884-6c02-601e-7551-cca97df1c5df</uuid>"
-        "<forward mode='bridge'/><bridge name='br0'/></network>"
+    net = "".join(
+        f"<network><name>{n}</name><forward mode='bridge'/><bridge name='br{i}'/></network>"
+        for i, n in enumerate(networks)
     )
     body = (
         "<node><cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets><cores>4</cores>"
@@ -96,8 +98,8 @@ def write_node_file(name: str, domains: list[str], *, with_pool: bool = True) ->
     return f"test://{path}"
 
 
-def node_file_host(name: str, domains: list[str]) -> Host:
-    return Host.objects.create(name=name, uri=write_node_file(name, domains))
+def node_file_host(name: str, domains: list[str], **kwargs: Any) -> Host:
+    return Host.objects.create(name=name, uri=write_node_file(name, domains, **kwargs))
 
 
 # ---- the lab ------------------------------------------------------------------------------------

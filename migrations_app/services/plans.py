@@ -14,7 +14,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
-from inventory.permissions import is_admin
+from inventory.permissions import is_admin, is_auditor
 from migrations_app.choices import (
     EDITABLE_PLAN_STATES,
     ChangeType,
@@ -157,6 +157,7 @@ def create_plan(
     `destinations` maps vm id → host id (None: let the portal choose); `destination_id` applies one
     host to every VM.
     """
+    _may_plan(requester)
     ids = list(dict.fromkeys(int(i) for i in vm_ids))
     if not ids:
         raise PlanError("Choose at least one VM.")
@@ -203,6 +204,11 @@ def create_plan(
     return plan
 
 
+def _may_plan(user: Any) -> None:
+    if is_auditor(user) and not is_admin(user):
+        raise PlanError("Auditors have read-only access and cannot plan or change moves.")
+
+
 def _option_values(plan: MigrationPlan) -> dict[str, Any]:
     values = {key: getattr(plan, key) for key in OPTION_FIELDS}
     for key in ("window_start", "window_end"):
@@ -212,6 +218,7 @@ def _option_values(plan: MigrationPlan) -> dict[str, Any]:
 
 
 def _editable(actor: Any, plan: MigrationPlan) -> None:
+    _may_plan(actor)
     if plan.status not in EDITABLE_PLAN_STATES:
         raise PlanError(f"The plan is {plan.get_status_display().lower()} and can no longer be edited.")
     if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
@@ -392,5 +399,6 @@ def cancel(actor: Any, plan: MigrationPlan) -> MigrationPlan:
 
 
 def _editable_or_pending(actor: Any, plan: MigrationPlan) -> None:
+    _may_plan(actor)
     if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
         raise PlanError("Only the plan's team and admins may cancel it.")

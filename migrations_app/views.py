@@ -1,0 +1,295 @@
+"""Plan pages. Each view parses, authorises, calls one service, renders."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
+from inventory.permissions import is_admin
+from migrations_app.choices import EDITABLE_PLAN_STATES, SEVERITY_RANK, Area, PlanStatus, Severity, TargetFormat
+from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
+from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
+from migrations_app.services import plans as plan_services
+
+PAGE_SIZE = 50
+
+
+def _plan_for(request: HttpRequest, pk: int) -> MigrationPlan:
+    try:
+        return MigrationPlan.objects.visible_to(request.user).select_related("team", "requester").get(pk=pk)
+    except MigrationPlan.DoesNotExist:
+        raise Http404("No such plan, or it is not one of your teams' plans.") from None
+
+
+@login_required
+def plan_list(request: HttpRequest) -> HttpResponse:
+    plans = (
+        MigrationPlan.objects.visible_to(request.user)
+        .select_related("team", "requester")
+        .annotate(item_count=Count("items"))
+        .order_by("-created_at", "-pk")
+    )
+    page = Paginator(plans, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "migrations_app/plan_list.html", {"page": page})
+
+
+@login_required
+def plan_create(request: HttpRequest) -> HttpResponse:
+    visible = VirtualMachine.objects.visible_to(request.user).present().select_related("host", "team")
+    if request.method == "POST":
+        form = PlanCreateForm(request.POST)
+        if form.is_valid():
+            dest = form.cleaned_data.pop("destination")
+            vm_ids = form.cleaned_data.pop("vms")
+            try:
+                plan = plan_services.create_plan(
+                    request.user, vm_ids=vm_ids, destination_id=dest.pk if dest else None, **form.options()
+                )
+            except plan_services.PlanError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, "Plan created. The audit is running; results appear below in a few seconds.")
+                return redirect(plan)
+        selected = set(request.POST.getlist("vms"))
+    else:
+        form = PlanCreateForm()
+        selected = set(request.GET.getlist("vm"))
+    q = request.GET.get("q", "").strip()[:100]
+    candidates = visible.filter(name__icontains=q) if q else visible
+    page = Paginator(candidates.order_by("name", "pk"), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "migrations_app/plan_create.html",
+        {
+            "form": form,
+            "page": page,
+            "q": q,
+            "selected": {str(s) for s in selected},
+            "preselected": visible.filter(pk__in=[int(s) for s in selected if str(s).isdigit()][:500]),
+        },
+    )
+
+
+def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
+    """Areas in catalogue order, each with its results worst first; the worst area first overall."""
+    by_area: dict[str, list[CheckResult]] = defaultdict(list)
+    for result in results:
+        by_area[result.area].append(result)
+    groups = []
+    for area in Area:
+        rows = sorted(by_area.get(area.value, []), key=lambda r: (-SEVERITY_RANK[Severity(r.severity)], r.check_id))
+        if rows:
+            worst = rows[0].severity
+            counts = {s.value: sum(1 for r in rows if r.severity == s.value) for s in Severity}
+            groups.append(
+                {
+                    "area": area.label,
+                    "worst": worst,
+                    "rank": SEVERITY_RANK[Severity(worst)],
+                    "rows": rows,
+                    "counts": counts,
+                }
+            )
+    groups.sort(key=lambda g: -int(g["rank"]))
+    return groups
+
+
+@login_required
+def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    items = list(
+        plan.items.select_related("vm", "vm__host", "source", "destination").prefetch_related(
+            "vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool"))
+        )
+    )
+    dest_ids = {i.destination_id for i in items if i.destination_id}
+    networks: dict[int, list[str]] = defaultdict(list)
+    for net in Network.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+        networks[net.host_id].append(net.name)
+    pools: dict[int, list[StoragePool]] = defaultdict(list)
+    for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+        pools[pool.host_id].append(pool)
+    audit = plan_services.latest_audit(plan)
+    results = list(audit.results.select_related("item__vm")) if audit else []
+    predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
+    by_item: dict[int, dict[str, Prediction]] = defaultdict(dict)
+    for prediction in predictions:
+        by_item[prediction.item_id][prediction.mode] = prediction
+    results_by_item: dict[int, list[CheckResult]] = defaultdict(list)
+    for result in results:
+        results_by_item[result.item_id].append(result)
+    rows = []
+    for item in items:
+        item_results = results_by_item.get(item.pk, [])
+        worst = max((SEVERITY_RANK[Severity(r.severity)] for r in item_results), default=-1)
+        rows.append(
+            {
+                "item": item,
+                "nics": [(nic, item.network_map.get(nic.mac, "")) for nic in item.vm.nics.all()],
+                "disks": [
+                    (d, item.storage_map.get(d.target, {})) for d in item.vm.disks.all() if d.target in item.storage_map
+                ],
+                "networks": networks.get(item.destination_id or 0, []),
+                "pools": pools.get(item.destination_id or 0, []),
+                "live": by_item.get(item.pk, {}).get("live"),
+                "cold": by_item.get(item.pk, {}).get("cold"),
+                "worst": [s for s, rank in SEVERITY_RANK.items() if rank == worst][0] if worst >= 0 else "",
+            }
+        )
+    blocks = plan_services.uncovered_blocks(plan, audit) if audit and audit.status == "done" else []
+    editable = plan.status in EDITABLE_PLAN_STATES
+    return render(
+        request,
+        "migrations_app/plan_detail.html",
+        {
+            "plan": plan,
+            "rows": rows,
+            "audit": audit,
+            "groups": _group_results(results),
+            "blocks": blocks,
+            "editable": editable,
+            "can_override": is_admin(request.user) and request.user.pk != plan.requester_id and bool(blocks),
+            "overrides": plan.overrides.select_related("admin"),
+            "hosts": Host.objects.filter(enabled=True, maintenance=False).order_by("name"),
+            "formats": TargetFormat.choices,
+            "options_form": PlanOptionsForm(initial={f: getattr(plan, f) for f in plan_services.OPTION_FIELDS}),
+            "override_form": OverrideForm(),
+            "auditing": plan.status == PlanStatus.AUDITING,
+            "fits_window": _fits_window(plan),
+        },
+    )
+
+
+def _fits_window(plan: MigrationPlan) -> bool | None:
+    if plan.window_start is None or plan.window_end is None or plan.predicted_seconds is None:
+        return None
+    return plan.predicted_seconds <= (plan.window_end - plan.window_start).total_seconds()
+
+
+def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success: str) -> HttpResponse:
+    try:
+        action()
+    except plan_services.PlanError as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+    else:
+        messages.success(request, success)
+    return redirect(plan)
+
+
+@login_required
+@require_POST
+def plan_update_item(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    try:
+        item = plan.items.select_related("vm", "destination", "plan__team").get(pk=item_id)
+    except PlanItem.DoesNotExist:
+        raise Http404("No such item in this plan.") from None
+    post = request.POST
+    destination = post.get("destination", "")
+    kwargs: dict[str, Any] = {}
+    if destination == "auto":
+        kwargs["choose_destination"] = True
+    elif destination:
+        if not destination.isdigit():
+            messages.error(request, "Choose a destination host. Nothing was changed.")
+            return redirect(plan)
+        kwargs["destination_id"] = int(destination)
+    if not kwargs or kwargs.get("destination_id") == item.destination_id:
+        kwargs.pop("destination_id", None)
+        network_map = {k[4:]: v for k, v in post.items() if k.startswith("net-")}
+        storage_map = {
+            k[5:]: {"pool": v, "format": post.get(f"fmt-{k[5:]}", TargetFormat.KEEP)}
+            for k, v in post.items()
+            if k.startswith("pool-")
+        }
+        if network_map:
+            kwargs["network_map"] = network_map
+        if storage_map:
+            kwargs["storage_map"] = storage_map
+    return _post_action(
+        request,
+        plan,
+        lambda: plan_services.update_item(request.user, item, **kwargs),
+        f"{item.vm.name} updated; the audit runs again.",
+    )
+
+
+@login_required
+@require_POST
+def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    form = PlanOptionsForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
+        messages.error(request, f"The options were not saved: {errors}")
+        return redirect(plan)
+    return _post_action(
+        request,
+        plan,
+        lambda: plan_services.update_options(request.user, plan, **form.options()),
+        "Options saved; the audit runs again.",
+    )
+
+
+@login_required
+@require_POST
+def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+
+    def action() -> None:
+        if plan.status not in EDITABLE_PLAN_STATES:
+            raise plan_services.PlanError("Only draft plans are re-audited on request.")
+        plan_services.request_audit(plan, reason="request")
+
+    return _post_action(request, plan, action, "The audit runs again.")
+
+
+@login_required
+@require_POST
+def plan_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    return _post_action(
+        request,
+        plan,
+        lambda: plan_services.submit(request.user, plan),
+        "Submitted for approval. An approver will review the audit and the prediction.",
+    )
+
+
+@login_required
+@require_POST
+def plan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, "Tick the confirmation to cancel the plan. Nothing was changed.")
+        return redirect(plan)
+    return _post_action(
+        request, plan, lambda: plan_services.cancel(request.user, plan), "Plan cancelled. Nothing was moved."
+    )
+
+
+@login_required
+@require_POST
+def plan_override(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    form = OverrideForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request, "Give a reason of at least 10 characters and tick the confirmation. Nothing was changed."
+        )
+        return redirect(plan)
+    return _post_action(
+        request,
+        plan,
+        lambda: plan_services.record_override(request.user, plan, form.cleaned_data["reason"]),
+        "Override recorded; it is shown to approvers with your reason.",
+    )
