@@ -99,7 +99,7 @@ def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
                     "counts": counts,
                 }
             )
-    groups.sort(key=lambda g: -int(g["rank"]))
+    groups.sort(key=lambda g: -int(str(g["rank"])))
     return groups
 
 
