@@ -1,7 +1,9 @@
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest
 
-from migrations_app.models import AuditLogEntry
+from migrations_app.models import AuditLogEntry, MigrationPlan, NetworkMapping, PlanItem
 
 
 @admin.register(AuditLogEntry)
@@ -19,4 +21,45 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(NetworkMapping)
+class NetworkMappingAdmin(admin.ModelAdmin):
+    """Default network mappings between hosts; plans inherit them."""
+
+    list_display = ["source", "destination", "note"]
+    list_select_related = ["source__host", "destination__host"]
+    autocomplete_fields: list[str] = []
+    raw_id_fields: list[str] = []
+
+    def save_model(self, request: HttpRequest, obj: NetworkMapping, form: Any, change: bool) -> None:
+        from migrations_app.services import auditlog
+
+        super().save_model(request, obj, form, change)
+        auditlog.record(
+            request.user, "mapping.save", obj, after={"source": str(obj.source), "destination": str(obj.destination)}
+        )
+
+
+class PlanItemInline(admin.TabularInline):
+    model = PlanItem
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("vm", "source", "destination", "mode", "network_map", "storage_map", "wave")
+
+
+@admin.register(MigrationPlan)
+class MigrationPlanAdmin(admin.ModelAdmin):
+    """Plans change only through the portal's pages and services (audit-logged); here they are read-only."""
+
+    list_display = ["name", "status", "team", "requester", "mode", "created_at"]
+    list_filter = ["status", "mode", "team"]
+    list_select_related = ["team", "requester"]
+    inlines = [PlanItemInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
