@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from migrations_app.models import AuditLogEntry, MigrationPlan, NetworkMapping, PlanItem
+from migrations_app.models import AuditLogEntry, Backup, MigrationPlan, NetworkMapping, PlanItem, RetainedDisk
 
 
 @admin.register(AuditLogEntry)
@@ -30,8 +30,6 @@ class NetworkMappingAdmin(admin.ModelAdmin):
 
     list_display = ["source", "destination", "note"]
     list_select_related = ["source__host", "destination__host"]
-    autocomplete_fields: list[str] = []
-    raw_id_fields: list[str] = []
 
     def save_model(self, request: HttpRequest, obj: NetworkMapping, form: Any, change: bool) -> None:
         from migrations_app.services import auditlog
@@ -63,3 +61,45 @@ class MigrationPlanAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+# ---- backups and retained source disks (issue 5) -------------------------------------------------
+
+
+@admin.register(Backup)
+class BackupAdmin(admin.ModelAdmin):
+    """Backups are made by runs and the backup service; here they are read-only."""
+
+    list_display = ["vm_name", "created_at", "method", "state", "verified", "total_bytes", "host", "expires_at"]
+    list_filter = ["state", "method", "verified"]
+    search_fields = ["vm_name", "vm_uuid"]
+    list_select_related = ["host"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(RetainedDisk)
+class RetainedDiskAdmin(admin.ModelAdmin):
+    """Source disks a cold move kept. Releasing one removes the volume before its retention ends."""
+
+    list_display = ["path", "host", "vm", "retain_until", "released_at", "released_by"]
+    list_filter = ["released_at"]
+    list_select_related = ["host", "vm"]
+    actions = ["release"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Release: remove the kept disk files now")
+    def release(self, request: HttpRequest, queryset: Any) -> None:
+        from migrations_app.services.backups import release_retained_disk
+
+        released = sum(1 for disk in queryset.select_related("host") if release_retained_disk(request.user, disk))
+        self.message_user(request, f"{released} disk(s) released.")

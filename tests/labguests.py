@@ -190,6 +190,17 @@ class LabGuests:
                     dom.undefineFlags(
                         libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                     )
+        # backups a run took of these guests (migrations_app.engine.backup names them after the VM)
+        prefixes = tuple(f"vmportal-backup-{g.name}-" for g in self.created)
+        for host in self.hosts:
+            for pool_name in ("local", "shared"):
+                with contextlib.suppress(libvirt.libvirtError):
+                    p = self.conn(host).storagePoolLookupByName(pool_name)
+                    p.refresh(0)
+                    for name in p.listVolumes():
+                        if prefixes and name.startswith(prefixes):
+                            with contextlib.suppress(libvirt.libvirtError):
+                                p.storageVolLookupByName(name).delete(0)
         for pool, vol in self.volumes + [(d["pool"], d["volume"]) for g in self.created for d in g.disks]:
             for host in self.hosts:
                 with contextlib.suppress(libvirt.libvirtError):

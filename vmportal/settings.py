@@ -6,6 +6,7 @@ below applies and `manage.py check --deploy` is clean.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import dj_database_url
@@ -104,10 +105,13 @@ RQ_DEFAULT_TIMEOUT = env_int("VMPORTAL_RQ_DEFAULT_TIMEOUT", 600, minimum=30)
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
     "sync": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
+    # Moves have a queue of their own so a long move never delays audits and syncs.
+    "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
 }
 RQ_SHOW_ADMIN_LINK = True
 # Services enqueue with transaction.on_commit themselves, so a job id is known at once.
-RQ = {"COMMIT_MODE": "auto"}
+# Workers reconcile runs whose lease expired when they start (migrations_app.worker).
+RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "migrations_app.worker.ReconcilingWorker"}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -175,6 +179,31 @@ LIBVIRT_TEST_DRIVER = env_bool("VMPORTAL_ALLOW_TEST_DRIVER", DEBUG or TESTING)
 LIBVIRT_TEST_DIRS = env_list("VMPORTAL_LIBVIRT_TEST_DIRS", [str(BASE_DIR / "var" / "testdriver")])
 LIBVIRT_CONNECT_TIMEOUT = env_int("VMPORTAL_LIBVIRT_CONNECT_TIMEOUT", 15, minimum=1, maximum=600)
 SYNC_INTERVAL = env_int("VMPORTAL_SYNC_INTERVAL", 300, minimum=30)
+# The audit re-syncs a host whose inventory is older than this (PROC-FRESH).
+INVENTORY_MAX_AGE = env_int("VMPORTAL_INVENTORY_MAX_AGE", 600, minimum=30)
+# Change freezes (PROC-WINDOW blocks plans in them): "START/END" ISO 8601 pairs, comma-separated.
+CHANGE_FREEZES: list[tuple[datetime, datetime]] = []
+for _freeze in env_list("VMPORTAL_CHANGE_FREEZES", []):
+    try:
+        _start, _end = (datetime.fromisoformat(p.strip()) for p in _freeze.split("/", 1))
+    except ValueError:
+        raise ImproperlyConfigured(f"VMPORTAL_CHANGE_FREEZES: {_freeze!r} is not START/END in ISO 8601.") from None
+    if _start.tzinfo is None or _end.tzinfo is None or _end <= _start:
+        raise ImproperlyConfigured(f"VMPORTAL_CHANGE_FREEZES: {_freeze!r} needs time zones and an end after its start.")
+    CHANGE_FREEZES.append((_start, _end))
+# --- Migration runs and backups ----------------------------------------------------------------------
+# How long a run stays owned by its worker without a heartbeat (renewed about twice a second).
+RUN_LEASE_SECONDS = env_int("VMPORTAL_RUN_LEASE_SECONDS", 30, minimum=3)
+# The longest a move may take before the engine aborts it (the source keeps the VM).
+MAX_MOVE_SECONDS = env_int("VMPORTAL_MAX_MOVE_SECONDS", 6 * 3600, minimum=60)
+# Chunk size of the portal's own disk copies (cold moves, backups); a fault re-sends at most one chunk.
+COLD_CHUNK_BYTES = env_int("VMPORTAL_COLD_CHUNK_BYTES", 32 * 1024 * 1024, minimum=1024 * 1024)
+# Backups: kept this many days; BAK-RECENT accepts one younger than BACKUP_MAX_AGE seconds.
+BACKUP_RETENTION_DAYS = env_int("VMPORTAL_BACKUP_RETENTION_DAYS", 14, minimum=1)
+BACKUP_MAX_AGE = env_int("VMPORTAL_BACKUP_MAX_AGE", 24 * 3600, minimum=60)
+# Empty: each disk's backup beside the disk, in the disk's own pool; else a dedicated directory pool.
+BACKUP_POOL = env_str("VMPORTAL_BACKUP_POOL", "")
+BACKUP_POOL_PATH = env_str("VMPORTAL_BACKUP_POOL_PATH", "/var/lib/libvirt/vmportal-backups")
 LAB_STATE_FILE = Path(env_str("VMPORTAL_LAB_STATE", "/var/lib/vmportal-lab/lab.json"))
 
 LOG_LEVEL = env_choice("VMPORTAL_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -118,5 +118,10 @@ def connect(uri: str, timeout: float = 15.0) -> Iterator[libvirt.virConnect]:
             pass
 
 
+def lookup_domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
+    """The domain with this UUID on the connection's host (NotFound if it has none)."""
+    return call(lambda: conn.lookupByUUIDString(uuid), "looking up the VM")
+
+
 def elapsed_ms(start: float) -> int:
     return int((time.monotonic() - start) * 1000)

@@ -60,6 +60,12 @@ class Host(models.Model):
     max_incoming = models.PositiveSmallIntegerField(default=2, help_text="Concurrent incoming moves.")
     cpu_overcommit = models.DecimalField(max_digits=5, decimal_places=2, default=4)
     memory_reserve = models.BigIntegerField(default=512 * 1024 * 1024, help_text="Bytes kept free for the host itself.")
+    link_mib_s = models.PositiveIntegerField(
+        "migration link speed (MiB/s)",
+        null=True,
+        blank=True,
+        help_text="What a migration to or from this host can reach; used for predictions until past moves tell.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,5 +1,6 @@
 from .auditlog import AuditLogEntry
 from .audits import Audit, CheckResult, Override, Prediction
+from .backups import Backup, BackupMethod, BackupState, RetainedDisk
 from .mappings import NetworkMapping
 from .plans import MigrationPlan, PlanItem
 from .runs import MigrationRun, ProgressSample
@@ -7,6 +8,9 @@ from .runs import MigrationRun, ProgressSample
 __all__ = [
     "Audit",
     "AuditLogEntry",
+    "Backup",
+    "BackupMethod",
+    "BackupState",
     "CheckResult",
     "MigrationPlan",
     "MigrationRun",
@@ -15,4 +19,5 @@ __all__ = [
     "PlanItem",
     "Prediction",
     "ProgressSample",
+    "RetainedDisk",
 ]

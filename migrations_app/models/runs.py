@@ -46,6 +46,12 @@ class MigrationRun(models.Model):
     completed_stats = models.JSONField(default=dict, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="The migration parameters actually used.")
 
+    pending_cleanup = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What a failed move left on the destination and could not be removed yet (host id, volumes).",
+    )
+
     error = models.TextField(blank=True)
     error_raw = models.TextField(blank=True)
     outcome = models.TextField(blank=True, help_text="What happened, in words (shown to people).")
