@@ -200,7 +200,7 @@ def vm_list(request: HttpRequest) -> HttpResponse:
             "hosts": Host.objects.values_list("name", flat=True),
             "teams": _teams_for(request.user).values_list("slug", "name"),
             "filtered": any(filters.get(k) for k in ("q", "host", "team", "state")),
-            "has_team": sees_everything(request.user) or request.user.teams.exists(),
+            "has_team": sees_everything(request.user) or Team.objects.filter(members=request.user.pk).exists(),
             "querystring": query.urlencode(),
         },
     )
@@ -217,6 +217,8 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
     except VirtualMachine.DoesNotExist:
         raise Http404("No such VM, or it is not one of your teams' VMs.") from None
     form = AssignTeamForm(initial={"team": vm.team}) if is_admin(request.user) else None
+    from migrations_app.services.backups import backups_of, retained_disks_of  # backups section (issue 5)
+
     return render(
         request,
         "inventory/vm_detail.html",
@@ -225,6 +227,8 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
             "disks": vm.disks.select_related("pool"),
             "nics": vm.nics.select_related("network"),
             "team_form": form,
+            "backups": backups_of(vm)[:20],
+            "retained_disks": retained_disks_of(vm),
         },
     )
 

@@ -1,0 +1,219 @@
+"""Shared by B-LIVE and B-DOWNTIME: interleaved live moves of the same guest, through vmportal (A) and
+with `virsh migrate --live --p2p --persistent --undefinesource` (B), on the real lab.
+
+A moves the guest h1 → h2 through the engine (claim → migrate → run row committed as transferred); B moves
+it back h2 → h1 with virsh, with the network renamed the same way (the lab's networks differ per host).
+The measurements are made once per process and shared by both benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAIRS = 5
+LINUX_IP = "10.78.0.66"
+DIRTY_MB_S = 50
+SOURCE, DEST = "h1", "h2"
+APP_NETWORK = {"h1": "app-net", "h2": "app-lan", "h3": "applan"}
+LINK_BYTES = 512 * 1024 * 1024
+
+_cache: dict[str, Any] = {}
+
+
+@dataclass
+class Measured:
+    guest: str
+    memory_mib: int
+    portal_s: list[float] = field(default_factory=list)
+    virsh_s: list[float] = field(default_factory=list)
+    portal_downtime_ms: list[float] = field(default_factory=list)
+    virsh_downtime_ms: list[float] = field(default_factory=list)
+    limit_ms: int = 300
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def lab() -> dict[str, Any]:
+    from tests.base import lab_up
+
+    return lab_up()
+
+
+def _hosts(lab_state: dict[str, Any]) -> dict[str, Any]:
+    from inventory.models import Host, StoragePool
+    from inventory.services.hosts import register_host
+
+    hosts = {}
+    for entry in lab_state["hosts"]:
+        host = Host.objects.filter(name=entry["name"]).first()
+        if host is None:
+            host = register_host(
+                None, name=entry["name"], uri=entry["uri"], migration_uri=entry["migration_uri"], sync=False
+            )
+        hosts[entry["name"]] = host
+    _sync(hosts)
+    StoragePool.objects.filter(name="shared").update(shared_by_admin=True)
+    return hosts
+
+
+def _sync(hosts: dict[str, Any]) -> None:
+    from inventory.services.sync import sync_host
+
+    for name in (SOURCE, DEST):
+        sync_host(hosts[name].pk)
+
+
+def _team() -> Any:
+    from django.contrib.auth import get_user_model
+
+    from inventory.models import Team
+
+    team = Team.objects.get_or_create(slug="payments", defaults={"name": "Payments"})[0]
+    user = get_user_model().objects.get_or_create(username="bench-live")[0]
+    return team, user
+
+
+def _portal_move(hosts: dict[str, Any], guest_uuid: str, team: Any, user: Any, **options: Any) -> tuple[float, float]:
+    """One move through vmportal; returns (seconds from claim to transferred, downtime ms)."""
+    from inventory.models import VirtualMachine
+    from migrations_app.engine import live
+    from migrations_app.models import MigrationPlan, PlanItem
+    from migrations_app.services.plans import default_storage_map
+    from migrations_app.services.runs import start_item
+
+    _sync(hosts)  # untimed: the VM row must say where the VM is
+    vm = VirtualMachine.objects.get(uuid=guest_uuid)
+    dest = hosts[DEST]
+    plan = MigrationPlan.objects.create(name="bench", requester=user, team=team, mode="live", **options)
+    item = PlanItem.objects.create(
+        plan=plan,
+        vm=vm,
+        source=vm.host,
+        destination=dest,
+        mode="live",
+        network_map={nic.mac: APP_NETWORK[DEST] for nic in vm.nics.all()},
+        storage_map=default_storage_map(vm, dest),
+    )
+    run = start_item(user, item)
+    live.execute(run.pk)
+    run.refresh_from_db()
+    if run.status != "succeeded" or run.transferred_at is None or run.started_at is None:
+        raise RuntimeError(f"vmportal move failed: {run.status} {run.error} {run.error_raw}")
+    return (run.transferred_at - run.started_at).total_seconds(), float(run.downtime_ms or 0)
+
+
+def _virsh_move(lab_state: dict[str, Any], name: str) -> tuple[float, float]:
+    """The baseline, back DEST → SOURCE; returns (seconds, downtime ms from `domjobinfo --completed`)."""
+    uris = {h["name"]: h for h in lab_state["hosts"]}
+    src, dst = uris[DEST], uris[SOURCE]
+    xml = subprocess.run(
+        ["virsh", "-c", src["uri"], "dumpxml", "--migratable", name], check=True, capture_output=True, text=True
+    ).stdout
+    xml = xml.replace(f"network='{APP_NETWORK[DEST]}'", f"network='{APP_NETWORK[SOURCE]}'")
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as fh:
+        fh.write(xml)
+        fh.flush()
+        args = ["virsh", "-c", src["uri"], "migrate", "--live", "--p2p", "--persistent", "--undefinesource"]
+        args += ["--xml", fh.name, "--persistent-xml", fh.name, name, dst["migration_uri"]]
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    info = subprocess.run(
+        ["virsh", "-c", dst["uri"], "domjobinfo", "--completed", name], capture_output=True, text=True
+    ).stdout
+    downtime = 0.0
+    for line in info.splitlines():
+        if line.startswith("Total downtime:"):
+            downtime = float(line.split(":", 1)[1].split()[0])
+    return seconds, downtime
+
+
+def link_bandwidth(lab_state: dict[str, Any]) -> float:
+    """MiB/s of one TCP stream from h1's namespace to h2's, the path a migration's data takes."""
+    hosts = {h["name"]: h for h in lab_state["hosts"]}
+    port = 5299
+    receiver = (
+        "import socket,time,sys\n"
+        f"s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{hosts[DEST]['address']}',{port}));s.listen(1)\n"
+        "c,_=s.accept();n=0;t=None\n"
+        "while True:\n"
+        "    b=c.recv(1<<20)\n"
+        "    if t is None: t=time.perf_counter()\n"
+        "    if not b: break\n"
+        "    n+=len(b)\n"
+        "print(n/(time.perf_counter()-t)/1048576)\n"
+    )
+    sender = (
+        "import socket,time\n"
+        f"s=socket.create_connection(('{hosts[DEST]['address']}',{port}));b=b'x'*(1<<20)\n"
+        f"for _ in range({LINK_BYTES >> 20}): s.sendall(b)\n"
+        "s.close()\n"
+    )
+    recv = subprocess.Popen(
+        ["ip", "netns", "exec", hosts[DEST]["netns"], "python3", "-c", receiver], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    subprocess.run(["ip", "netns", "exec", hosts[SOURCE]["netns"], "python3", "-c", sender], check=True)
+    out, _ = recv.communicate(timeout=120)
+    return round(float(out.strip()), 1)
+
+
+def measure() -> dict[str, Any]:
+    """Run both cases once per process: {"idle": Measured, "busy": Measured, "link_mib_s": float}."""
+    if _cache:
+        return _cache
+    from bench.common import setup_django
+
+    setup_django()
+    from tests.engine.linux import define_linux, http
+    from tests.labguests import DiskSpec, LabGuests, NicSpec
+
+    lab_state = lab()
+    hosts = _hosts(lab_state)
+    team, user = _team()
+    guests = LabGuests(lab_state)
+    # like the virsh baseline: no auto-converge, QEMU's default downtime limit, no backup before the move
+    options = {"auto_converge": False, "max_downtime_ms": 300, "fresh_backup": False}
+    try:
+        idle = guests.define(
+            SOURCE,
+            memory_mib=512,
+            disks=[DiskSpec(pool="shared", capacity_mib=64)],
+            nics=[NicSpec(APP_NETWORK[SOURCE])],
+        )
+        busy = define_linux(guests, SOURCE, LINUX_IP, memory_mib=512)
+        http(LINUX_IP, f"/cgi-bin/dirty?{DIRTY_MB_S}")
+        results = {}
+        for key, guest, memory in (("idle", idle, 512), ("busy", busy, 512)):
+            m = Measured(guest=key, memory_mib=memory, limit_ms=options["max_downtime_ms"])
+            m.inputs = {"memory_mib": memory, "pairs": PAIRS, **options}
+            if key == "busy":
+                m.inputs["dirty_mb_s"] = DIRTY_MB_S
+            _portal_move(hosts, guest.uuid, team, user, **options)  # warm-up pair, not reported
+            _virsh_move(lab_state, guest.name)
+            for _ in range(PAIRS):
+                seconds, downtime = _portal_move(hosts, guest.uuid, team, user, **options)
+                m.portal_s.append(seconds)
+                m.portal_downtime_ms.append(downtime)
+                seconds, downtime = _virsh_move(lab_state, guest.name)
+                m.virsh_s.append(seconds)
+                m.virsh_downtime_ms.append(downtime)
+            results[key] = m
+        _cache.update(results)
+        _cache["link_mib_s"] = link_bandwidth(lab_state)
+    finally:
+        guests.cleanup()
+        import django_rq
+
+        from migrations_app.jobs import MIGRATION_QUEUE
+
+        django_rq.get_queue(MIGRATION_QUEUE).empty()  # the engine queued jobs nobody runs in a benchmark
+    Path(tempfile.gettempdir(), "vmportal-livebench.json").write_text(
+        json.dumps({k: v.__dict__ if isinstance(v, Measured) else v for k, v in _cache.items()})
+    )
+    return _cache

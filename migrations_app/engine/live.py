@@ -1,0 +1,423 @@
+"""One live move, end to end, on a worker: claim → prepare → migrate (one thread) while a monitor polls
+job stats (this thread) → completed stats → VM row and audit log → terminal state.
+
+Whatever goes wrong, the VM is never destroyed or started by this code: a failed or aborted move leaves
+it running on the source (libvirt guarantees that for pre-copy), and the destination is cleaned of what
+the move created there, unless the VM runs there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from inventory.hypervisor import HostUnreachable, HypervisorError
+from inventory.hypervisor import migrate as hv
+from inventory.models import Host, StoragePool, VirtualMachine
+from inventory.services.sync import sync_host
+from migrations_app import events
+from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
+from migrations_app.models import MigrationRun
+from migrations_app.services import auditlog, runs
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+#: until the job appears, poll fast so the first downtime limit is in place before the first iteration ends
+FIRST_POLL_S = 0.05
+
+
+class RunRefused(Exception):
+    """The run cannot start as planned (mapping missing, VM not running…); nothing was changed."""
+
+
+def execute(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+    """Claim and perform one live run. Returns a small summary for the RQ job result."""
+    run = runs.try_claim(run_id, job_id=job_id or "inline", worker=worker or runs.worker_identity())
+    if run is None:
+        return {"run": run_id, "claimed": False}
+    try:
+        LiveMove(run).perform()
+    except Exception as exc:  # a crash in our own code: keep the traceback, let libvirt's facts decide
+        log.exception("run %s crashed", run_id)
+        run.refresh_from_db()
+        if run.status not in TERMINAL_RUN_STATES:
+            _after_crash(run, exc, traceback.format_exc())
+    run.refresh_from_db()
+    return {"run": run_id, "claimed": True, "status": run.status, "downtime_ms": run.downtime_ms}
+
+
+def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
+    """Record the crash, then settle the run the way the reconciler would: by asking both hosts where the
+    VM is. If even that fails, the lease is given up so the scheduled reconciler settles it later."""
+    from migrations_app.services import reconcile
+
+    MigrationRun.objects.filter(pk=run.pk).update(error_raw=trace[-8000:])
+    try:
+        reconcile.resolve(run, wait=True)
+    except Exception:
+        log.exception("settling run %s after a crash failed", run.pk)
+        events.run_changed(run, lease_until=timezone.now(), phase_detail=f"The worker hit an internal error: {exc}")
+
+
+def _tls(*hosts: Host) -> bool:
+    """Hosts reached over qemu+tls also migrate over TLS (their PKI is already set up)."""
+    return any(urlsplit(h.migration_uri or h.uri).scheme == "qemu+tls" or h.uri.startswith("qemu+tls") for h in hosts)
+
+
+def _peer_uri(host: Host) -> str:
+    return host.migration_uri or host.uri
+
+
+class LiveMove:
+    def __init__(self, run: MigrationRun) -> None:
+        self.run = run
+        self.source: Host = run.source
+        self.destination: Host = run.destination
+        self.vm: VirtualMachine = run.vm
+        self.opts: dict[str, Any] = dict(run.options)
+        self.timeout = float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
+        self.tracker = ProgressTracker()
+        self.policy = ConvergencePolicy(
+            max_downtime_ms=int(self.opts.get("max_downtime_ms") or 300),
+            on_no_convergence=self.opts.get("on_no_convergence", "abort"),
+            postcopy_allowed=bool(self.opts.get("postcopy_allowed")),
+        )
+        self.aborted_by = ""  # "cancel", "policy", "timeout"
+        self.postcopy_started = False
+        self.transferred: Any = None
+
+    # ---- the request -------------------------------------------------------------------------------
+
+    def placements(self) -> dict[str, hv.DiskPlacement]:
+        storage_map: dict[str, dict[str, str]] = self.opts.get("storage_map") or {}
+        dest_pools = {p.name: p for p in StoragePool.objects.filter(host=self.destination, present=True)}
+        result = {}
+        for disk in self.vm.disks.select_related("pool"):
+            if disk.device not in ("disk", "lun") or not disk.source:
+                continue
+            choice = storage_map.get(disk.target) or {}
+            pool_name = choice.get("pool") or (disk.pool.name if disk.pool else "")
+            dest_pool = dest_pools.get(pool_name)
+            if dest_pool is None:
+                raise RunRefused(f"Disk {disk.target} has no storage pool mapped on {self.destination}.")
+            same_shared = (
+                disk.pool is not None and disk.pool.shared and dest_pool.shared and disk.pool.name == dest_pool.name
+            )
+            result[disk.target] = hv.DiskPlacement(
+                target=disk.target,
+                pool=dest_pool.name,
+                copy=not same_shared,
+                format=choice.get("format", "keep") or "keep",
+            )
+        return result
+
+    def request(self) -> hv.MigrationRequest:
+        return hv.MigrationRequest(
+            uuid=str(self.vm.uuid),
+            source_uri=self.source.uri,
+            destination_uri=self.destination.uri,
+            peer_uri=_peer_uri(self.destination),
+            network_map={k.lower(): v for k, v in (self.opts.get("network_map") or {}).items() if v},
+            disks=self.placements(),
+            options=hv.LiveOptions(
+                bandwidth_mib_s=self.opts.get("bandwidth_mib_s"),
+                auto_converge=bool(self.opts.get("auto_converge")),
+                postcopy=bool(self.opts.get("postcopy_allowed")),
+                parallel_connections=int(self.opts.get("parallel_connections") or 1),
+                compression=self.opts.get("compression") or "none",
+                tls=_tls(self.source, self.destination),
+            ),
+            run_tag=str(self.run.pk),
+            timeout=self.timeout,
+        )
+
+    # ---- state helpers -----------------------------------------------------------------------------
+
+    def advance(self, status: str, detail: str, **fields: Any) -> None:
+        """Move forward unless a cancel has been requested meanwhile (then keep "cancelling")."""
+        with transaction.atomic():
+            changed = (
+                MigrationRun.objects.filter(pk=self.run.pk, cancel_requested=False)
+                .exclude(status=RunStatus.CANCELLING)
+                .update(status=status, phase_detail=detail, **fields)
+            )
+            self.run.refresh_from_db()
+            if changed:
+                events.publish(self.run.pk, "state", events.state_payload(self.run))
+
+    def cancel_requested(self) -> bool:
+        return bool(MigrationRun.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True).first())
+
+    # ---- the move ----------------------------------------------------------------------------------
+
+    def perform(self) -> None:
+        try:
+            request = self.request()
+        except RunRefused as exc:
+            runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
+            return
+        if self.cancel_requested():
+            runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
+            return
+        # a fresh backup first when the plan asks for one (push mode: the guest keeps running)
+        if self.opts.get("fresh_backup"):
+            from migrations_app.engine import backup
+
+            if not backup.run_phase(self.run, self.advance):
+                return
+        try:
+            migration = hv.LiveMigration(request)
+        except HypervisorError as exc:
+            runs.finish(
+                self.run,
+                RunStatus.FAILED,
+                error=f"Could not reach {self.source} to start the move: {exc.message}",
+                error_raw=exc.raw,
+                outcome="Nothing was changed.",
+            )
+            return
+        with migration:
+            try:
+                prepared = migration.prepare()
+            except HypervisorError as exc:
+                runs.finish(
+                    self.run, RunStatus.FAILED, error=exc.message, error_raw=exc.raw, outcome="Nothing was changed."
+                )
+                return
+            volumes = [v.as_dict() for v in prepared.created_volumes]
+            used = {
+                **self.opts,
+                "flags": prepared.flags,
+                "params": prepared.params,
+                "copy_disks": prepared.copy_disks,
+                "downtime_steps_ms": self.policy.steps,
+                "peer_uri": request.peer_uri,
+            }
+            # written before the job starts: a worker that dies from here on leaves the reconciler enough
+            # to find the VM and to remove what this move created on the destination
+            pending = {"host": self.destination.pk, "uuid": str(self.vm.uuid), "volumes": volumes}
+            self.advance(
+                RunStatus.TRANSFERRING,
+                "Copying disks and memory" if prepared.copy_disks else "Copying memory",
+                options=used,
+                pending_cleanup=pending,
+            )
+            if self.run.status == RunStatus.CANCELLING:
+                self.aborted_by = "cancel"
+                self.fail_safely(migration, hv.MigrationAborted("Cancelled before the move started."))
+                return
+            error = self.transfer(migration)
+            if error is None:
+                self.succeed(migration)
+            else:
+                self.fail_safely(migration, error)
+
+    def transfer(self, migration: hv.LiveMigration) -> HypervisorError | None:
+        """Run the job in a thread and watch it from here. Returns the job's error, if any."""
+        outcome: dict[str, BaseException] = {}
+
+        def target() -> None:
+            try:
+                migration.run()
+            except BaseException as exc:  # handed to the monitor thread, never lost
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"migrate-run-{self.run.pk}", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        downtime_set = False
+        note = ""
+        while thread.is_alive():
+            thread.join(POLL_S if downtime_set else FIRST_POLL_S)
+            if not thread.is_alive():
+                break
+            stats = migration.stats()
+            if stats is not None and stats.active:
+                if not downtime_set:
+                    downtime_set = migration.set_max_downtime(self.policy.current_limit_ms)
+                    if downtime_set:
+                        note = f"downtime limit {self.policy.current_limit_ms} ms"
+                action = None if self.aborted_by or self.postcopy_started else self.policy.observe(stats)
+                if action is not None:
+                    note = self.apply(migration, action)
+                if downtime_set:
+                    sample = self.tracker.sample(stats, self.policy.current_limit_ms, note)
+                    events.record_sample(self.run, sample, lease_seconds=runs.LEASE_SECONDS)
+                    note = ""
+            else:
+                events.heartbeat(self.run.pk, lease_seconds=runs.LEASE_SECONDS)
+            if not self.aborted_by and not self.postcopy_started:
+                if self.cancel_requested():
+                    self.aborted_by = "cancel"
+                    migration.abort()
+                elif time.monotonic() - started > runs.MAX_MOVE_SECONDS:
+                    self.aborted_by = "timeout"
+                    migration.abort()
+        thread.join()
+        self.transferred = timezone.now()
+        error = outcome.get("error")
+        if error is None:
+            return None
+        if isinstance(error, HypervisorError):
+            return error
+        return hv.MigrationFailed(f"The move failed: {error}", raw=repr(error))
+
+    def apply(self, migration: hv.LiveMigration, action: Any) -> str:
+        if action.kind == "downtime":
+            migration.set_max_downtime(action.downtime_ms)
+            return action.note
+        if action.kind == "postcopy":
+            try:
+                migration.start_postcopy()
+            except HypervisorError as exc:
+                self.aborted_by = "policy"
+                migration.abort()
+                return f"{action.note}; post-copy refused ({exc.message}), aborting"
+            self.postcopy_started = True
+            self.tracker.postcopy = True
+            self.advance(RunStatus.CUTOVER, "Post-copy: the VM runs on the destination while memory follows")
+            return action.note
+        self.aborted_by = "policy"
+        migration.abort()
+        return action.note
+
+    # ---- endings -----------------------------------------------------------------------------------
+
+    def succeed(self, migration: hv.LiveMigration) -> None:
+        # committed first: "transferred" is when the guest runs on the destination, not when figures arrive
+        self.advance(
+            RunStatus.VERIFYING,
+            "Reading the completed job's figures",
+            transferred_at=self.transferred,
+            percent=self.tracker.done(),
+        )
+        completed = migration.completed()
+        if completed is not None:
+            # the chart ends at 100 % with the figures libvirt reports for the whole job
+            final = self.tracker.sample(completed, self.policy.current_limit_ms, "completed")
+            events.record_sample(
+                self.run,
+                replace(final, phase="done", percent=100.0, bytes_remaining=0, eta_s=None),
+                lease_seconds=runs.LEASE_SECONDS,
+            )
+            events.run_changed(
+                self.run,
+                percent=100.0,
+                downtime_ms=completed.downtime_ms,
+                setup_ms=completed.setup_ms,
+                elapsed_ms=completed.elapsed_ms,
+                completed_stats=completed.raw,
+                phase_detail="Checking where the VM runs",
+            )
+        self.run.refresh_from_db()
+        here = hv.locate(self.destination.uri, str(self.vm.uuid), self.timeout)
+        there = hv.locate(self.source.uri, str(self.vm.uuid), self.timeout)
+        if not here.running:
+            runs.finish(
+                self.run,
+                RunStatus.FAILED,
+                error=f"libvirt reported the move as done but the VM is not running on {self.destination}.",
+                outcome=f"Destination: {here.state or 'absent'}; source: {there.state or 'absent'}. An admin must check.",
+            )
+            return
+        record_moved(self.run)
+        outcome = f"Running on {self.destination}"
+        if self.postcopy_started:
+            outcome += " after switching to post-copy (libvirt reports no downtime for post-copy moves)"
+        elif self.run.downtime_ms is not None:
+            outcome += f"; the guest paused for {self.run.downtime_ms:.0f} ms"
+        runs.finish(self.run, RunStatus.SUCCEEDED, outcome=outcome + ".", pending_cleanup={})
+
+    def fail_safely(self, migration: hv.LiveMigration, error: HypervisorError) -> None:
+        uuid = str(self.vm.uuid)
+        there = hv.locate(self.source.uri, uuid, self.timeout)
+        here = hv.locate(self.destination.uri, uuid, self.timeout)
+        if here.running and not there.running:
+            # the job reported an error after the switch (e.g. while confirming): the VM did move
+            record_moved(self.run)
+            runs.finish(
+                self.run,
+                RunStatus.SUCCEEDED,
+                transferred_at=self.transferred,
+                outcome=f"Running on {self.destination} (libvirt reported: {error.message}).",
+                pending_cleanup={},
+            )
+            return
+        if self.aborted_by == "cancel":
+            status, message = RunStatus.CANCELLED, "Cancelled: the live move was aborted."
+        elif self.aborted_by == "policy":
+            status = RunStatus.FAILED
+            message = (
+                f"The guest did not converge: it dirties memory faster than it can be sent, even at the "
+                f"maximum downtime of {self.policy.steps[-1]} ms; the move was aborted as the plan says."
+            )
+        elif self.aborted_by == "timeout":
+            status = RunStatus.FAILED
+            message = f"The move took longer than the {runs.MAX_MOVE_SECONDS} s allowed and was aborted."
+        else:
+            status, message = RunStatus.FAILED, error.message
+        if there.running:
+            where = f"The VM keeps running on {self.source}."
+        elif there.exists:
+            where = f"The VM is {there.state} on {self.source}; the portal does not start it. An admin must check."
+        else:
+            where = "The VM was not found on the source. An admin must check."
+        if here.exists and here.running:
+            where += f" It also runs on {self.destination}: an admin must decide; nothing was removed."
+            runs.finish(self.run, status, error=message, error_raw=error.raw, outcome=where)
+            return
+        cleanup_note, pending = cleanup(self.run)
+        runs.finish(
+            self.run,
+            status,
+            error=message if status != RunStatus.CANCELLED else "",
+            error_raw=error.raw,
+            outcome=f"{message if status == RunStatus.CANCELLED else ''} {where} {cleanup_note}".strip(),
+            pending_cleanup=pending,
+        )
+
+
+def cleanup(run: MigrationRun) -> tuple[str, dict[str, Any]]:
+    """Remove what the move left on the destination. Returns (words, what is still pending)."""
+    pending: dict[str, Any] = dict(run.pending_cleanup or {})
+    if not pending:
+        return "", {}
+    host = Host.objects.get(pk=pending["host"])
+    try:
+        removed = hv.cleanup_destination(host.uri, pending["uuid"], pending.get("volumes", []))
+    except HostUnreachable:
+        return f"What it created on {host} will be removed when {host} answers again.", pending
+    except HypervisorError as exc:
+        return f"Cleaning {host} failed ({exc.message}); it will be retried.", pending
+    return (f"Removed from {host}: {', '.join(removed)}." if removed else ""), {}
+
+
+def record_moved(run: MigrationRun) -> None:
+    """The VM row follows the VM: host and state, then a sync of both hosts for the details (disks, NICs)."""
+    with transaction.atomic():
+        vm = VirtualMachine.objects.select_for_update().get(pk=run.vm_id)
+        before = vm.host_id
+        VirtualMachine.objects.filter(pk=vm.pk).update(host=run.destination_id, state="running", present=True)
+        auditlog.record(
+            None,
+            "vm.move",
+            vm,
+            before={"host": str(Host.objects.get(pk=before))},
+            after={"host": str(run.destination), "run": run.pk},
+        )
+    for host_id in (run.destination_id, run.source_id):
+        try:
+            sync_host(host_id)
+        except Exception:  # the row is already right; a sync failure only delays details
+            log.warning("sync after run %s failed", run.pk, exc_info=True)
