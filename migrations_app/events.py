@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from migrations_app.choices import RunStatus
 from migrations_app.engine.progress import Sample
 from migrations_app.models import MigrationRun, ProgressSample
 
@@ -104,6 +105,23 @@ def run_changed(run: MigrationRun, **fields: Any) -> None:
     with transaction.atomic():
         MigrationRun.objects.filter(pk=run.pk).update(**fields)
         publish(run.pk, "state", state_payload(run))
+
+
+def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
+    """Move a run to `status` unless a cancel was requested meanwhile; publish the new state.
+
+    Returns False (and changes nothing) when the run is being cancelled: the caller stops or rolls back.
+    """
+    with transaction.atomic():
+        changed = (
+            MigrationRun.objects.filter(pk=run.pk, cancel_requested=False)
+            .exclude(status=RunStatus.CANCELLING)
+            .update(status=status, phase_detail=detail, **fields)
+        )
+        run.refresh_from_db()
+        if changed:
+            publish(run.pk, "state", state_payload(run))
+    return bool(changed)
 
 
 def state_payload(run: MigrationRun) -> dict[str, Any]:

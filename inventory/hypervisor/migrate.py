@@ -24,6 +24,7 @@ import libvirt
 from .connection import _open, call, connect, lookup_domain, translate
 from .domxml import METADATA_NS, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
+from .storage import _volume_xml
 
 log = logging.getLogger(__name__)
 
@@ -262,17 +263,6 @@ def rewrite_xml(xml: str, network_map: dict[str, str], disk_paths: dict[str, tup
         for el in disk.findall("backingStore"):
             disk.remove(el)
     return tostring(root, encoding="unicode"), unmapped
-
-
-def _volume_xml(name: str, capacity: int, fmt: str) -> str:
-    vol = Element("volume")
-    SubElement(vol, "name").text = name
-    SubElement(vol, "capacity", unit="bytes").text = str(capacity)
-    # allocation 0: libvirt creates the file sparse (qemu-img create for qcow2, a hole for raw)
-    SubElement(vol, "allocation", unit="bytes").text = "0"
-    target = SubElement(vol, "target")
-    SubElement(target, "format", type=fmt)
-    return tostring(vol, encoding="unicode")
 
 
 # ---- connections -------------------------------------------------------------------------------------

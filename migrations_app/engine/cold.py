@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from inventory.hypervisor import HypervisorError, OperationFailed
@@ -121,16 +120,7 @@ class ColdMove:
 
     def advance(self, status: str, detail: str, **fields: Any) -> None:
         """Move forward unless a cancel was requested meanwhile (then stop: the caller rolls back)."""
-        with transaction.atomic():
-            changed = (
-                MigrationRun.objects.filter(pk=self.run.pk, cancel_requested=False)
-                .exclude(status=RunStatus.CANCELLING)
-                .update(status=status, phase_detail=detail, **fields)
-            )
-            self.run.refresh_from_db()
-            if changed:
-                events.publish(self.run.pk, "state", events.state_payload(self.run))
-        if not changed:
+        if not events.advance(self.run, status, detail, **fields):
             raise Cancelled()
 
     def check(self) -> None:

@@ -146,15 +146,7 @@ class LiveMove:
 
     def advance(self, status: str, detail: str, **fields: Any) -> None:
         """Move forward unless a cancel has been requested meanwhile (then keep "cancelling")."""
-        with transaction.atomic():
-            changed = (
-                MigrationRun.objects.filter(pk=self.run.pk, cancel_requested=False)
-                .exclude(status=RunStatus.CANCELLING)
-                .update(status=status, phase_detail=detail, **fields)
-            )
-            self.run.refresh_from_db()
-            if changed:
-                events.publish(self.run.pk, "state", events.state_payload(self.run))
+        events.advance(self.run, status, detail, **fields)
 
     def cancel_requested(self) -> bool:
         return bool(MigrationRun.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True).first())
