@@ -21,6 +21,9 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(known)}", file=sys.stderr)
         return 2
     setup_django()
+    from tests.base import hold_lab_lock
+
+    hold_lab_lock()  # benchmarks drive the lab and need it to themselves
     failed: list[str] = []
     errors = 0
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -103,6 +105,25 @@ def node_file_host(name: str, domains: list[str], **kwargs: Any) -> Host:
 
 
 # ---- the lab ------------------------------------------------------------------------------------
+
+
+LAB_LOCK = Path("/run/vmportal-lab.lock")
+_lab_lock: IO[str] | None = None
+
+
+def hold_lab_lock() -> None:
+    """Take the lab for this process until it exits: one test session or benchmark at a time drives the
+    lab's daemons (its guests, namespaces and addresses are fixed), whichever checkout it runs from."""
+    global _lab_lock
+    if _lab_lock is not None:
+        return
+    handle = LAB_LOCK.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"\nwaiting for another lab user to finish ({LAB_LOCK}) …", file=sys.stderr, flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _lab_lock = handle
 
 
 def lab_up() -> dict[str, Any]:

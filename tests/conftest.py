@@ -17,3 +17,11 @@ def lab() -> dict[str, Any]:
 
 
 from tests.labguests import lab_guests  # noqa: E402,F401  (fixture)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A session that will drive the lab waits for it to be free first (outside any test's timeout)."""
+    if any(item.get_closest_marker("lab") or "lab" in getattr(item, "fixturenames", ()) for item in items):
+        from tests.base import hold_lab_lock
+
+        hold_lab_lock()
