@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -124,6 +126,33 @@ def hold_lab_lock() -> None:
         print(f"\nwaiting for another lab user to finish ({LAB_LOCK}) …", file=sys.stderr, flush=True)
         fcntl.flock(handle, fcntl.LOCK_EX)
     _lab_lock = handle
+
+
+SERVICES_LOCK = Path("/run/vmportal-services.lock")
+_services_lock: IO[str] | None = None
+
+
+def share_services() -> None:
+    """Every test session uses PostgreSQL and Redis: it holds a shared lock on them for its whole run, so
+    that a test which must restart one of them (`services_to_myself`) waits until no other session runs."""
+    global _services_lock
+    if _services_lock is None:
+        _services_lock = SERVICES_LOCK.open("a")
+        fcntl.flock(_services_lock, fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def services_to_myself() -> Iterator[None]:
+    """Hold PostgreSQL and Redis exclusively (for a test that restarts one), then share them again.
+    Only a session holding the lab lock does this, and sessions take the lab lock before the shared one,
+    so two sessions never wait for each other in a circle."""
+    share_services()
+    assert _services_lock is not None
+    fcntl.flock(_services_lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(_services_lock, fcntl.LOCK_SH)
 
 
 def lab_up() -> dict[str, Any]:

@@ -20,8 +20,10 @@ from tests.labguests import lab_guests  # noqa: E402,F401  (fixture)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A session that will drive the lab waits for it to be free first (outside any test's timeout)."""
-    if any(item.get_closest_marker("lab") or "lab" in getattr(item, "fixturenames", ()) for item in items):
-        from tests.base import hold_lab_lock
+    """A session that will drive the lab waits for it to be free first (outside any test's timeout), then
+    shares PostgreSQL and Redis with the other sessions (in this order: see tests.base.services_to_myself)."""
+    from tests.base import hold_lab_lock, share_services
 
+    if any(item.get_closest_marker("lab") or "lab" in getattr(item, "fixturenames", ()) for item in items):
         hold_lab_lock()
+    share_services()
