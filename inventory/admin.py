@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from inventory.hypervisor import InvalidURI
 from inventory.models import NIC, Disk, Host, Network, StoragePool, Team, VirtualMachine
 from inventory.permissions import is_admin
+from inventory.services.hosts import EDITABLE_FIELDS
 
 
 @admin.register(Team)
@@ -22,7 +23,7 @@ class HostAdminForm(forms.ModelForm):
 
     class Meta:
         model = Host
-        fields = ["migration_uri"]  # the admin adds the other editable fields
+        fields = [f for f in EDITABLE_FIELDS if f != "uri"]  # the URI itself changes only by registering anew
 
     def clean_migration_uri(self) -> str:
         from inventory.services.hosts import check_migration_uri

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from inventory.choices import ACTIVE_STATES, Reachability, TeamSource
@@ -93,7 +93,9 @@ def bounded_list(items: list[Any], limit: int = MAX_LIST_ITEMS) -> list[Any]:
 def fit(instance: Any) -> Any:
     """Cut every string field of a model instance to its column size (a longer value would fail the write)."""
     for f in instance._meta.concrete_fields:
-        limit = getattr(f, "max_length", None)
+        if not isinstance(f, models.CharField):
+            continue
+        limit = f.max_length
         value = getattr(instance, f.attname, None)
         if limit and isinstance(value, str) and len(value) > limit:
             setattr(instance, f.attname, value[:limit])
