@@ -109,7 +109,7 @@ def samples(world: dict[str, Any], route: Route) -> dict[str, list[Any]]:
         "app_label": ["inventory", "migrations_app", "auth"],
         "content_type_id": [ContentType.objects.get_for_model(Host).pk],
         "object_id": [world["src"].pk],
-        "queue_index": [django_rq.settings.QUEUES_MAP["default"]],  # django-rq numbers queues by sorted name
+        "queue_index": [django_rq.settings.get_queues_map()["default"]],  # django-rq numbers queues by sorted name
         "job_id": [job.id for job in world["jobs"]],
         "result_id": ["no-such-result"],
         "key": ["rq:worker:no-such-worker"],
