@@ -260,3 +260,14 @@ def test_admin_actions_that_write_are_offered_to_admins_only(world: dict[str, An
         assert action not in model_admin.get_actions(request)
         request.user = world["carol"]
         assert action in model_admin.get_actions(request)
+
+
+def test_approvers_reach_the_queue_pages_and_auditors_do_not_see_the_link(
+    client: Client, world: dict[str, Any]
+) -> None:
+    client.force_login(world["carol"])
+    assert client.get("/admin/rq/").status_code == 200
+    assert "/admin/rq/" in client.get("/").content.decode()
+    client.force_login(world["dave"])
+    assert "/admin/rq/" not in client.get("/").content.decode()
+    assert client.get("/admin/django_rq/dashboard/").status_code == 404  # django-rq's own admin entry is off

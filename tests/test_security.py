@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -32,7 +29,7 @@ from migrations_app.choices import Area, AuditStatus, Severity
 from migrations_app.engine.live import RunRefused, _peer_uri
 from migrations_app.models import Audit, AuditLogEntry, CheckResult, MigrationPlan
 from migrations_app.services import plans as plan_services
-from tests.base import REPO, domain_xml, node_file_host
+from tests.base import REPO, domain_xml, manage_with_env, node_file_host
 
 pytestmark = pytest.mark.django_db
 PAY = "aaaaaaaa-3333-0000-0000-000000000001"
@@ -214,16 +211,7 @@ def test_what_a_hypervisor_reports_is_bounded_with_a_note(world: dict[str, Any])
 # ---- 5. configuration and defence in depth ---------------------------------------------------------------
 
 
-def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VMPORTAL_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+_manage = manage_with_env
 
 
 @pytest.mark.parametrize(
