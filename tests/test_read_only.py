@@ -85,8 +85,9 @@ def fingerprint() -> dict[str, str]:
         state[model._meta.label] = hashlib.sha256(repr(rows).encode()).hexdigest()
     for name in django_rq.settings.QUEUES:
         queue = django_rq.get_queue(name)
+        # registries without their time-based clean-up: entries of earlier tests expire on their own
         registries = [queue.get_job_ids()] + [
-            r.get_job_ids()
+            r.get_job_ids(cleanup=False)
             for r in (
                 queue.failed_job_registry,
                 queue.started_job_registry,
