@@ -1,8 +1,14 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from inventory.hypervisor import InvalidURI
 from inventory.models import NIC, Disk, Host, Network, StoragePool, Team, VirtualMachine
+from inventory.permissions import is_admin
+from inventory.services.hosts import EDITABLE_FIELDS
 
 
 @admin.register(Team)
@@ -12,12 +18,30 @@ class TeamAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
 
 
+class HostAdminForm(forms.ModelForm):
+    """The migration URI is held to the same allow-list here as on the registration form."""
+
+    class Meta:
+        model = Host
+        fields = [f for f in EDITABLE_FIELDS if f != "uri"]  # the URI itself changes only by registering anew
+
+    def clean_migration_uri(self) -> str:
+        from inventory.services.hosts import check_migration_uri
+
+        try:
+            return check_migration_uri(self.cleaned_data.get("migration_uri") or "")
+        except InvalidURI as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    form = HostAdminForm
     list_display = ["name", "uri", "reachability", "enabled", "maintenance", "last_sync_at"]
     list_filter = ["reachability", "enabled", "maintenance", "site"]
     search_fields = ["name", "uri", "hostname"]
     readonly_fields = [
+        "name",
         "uri",
         "reachability",
         "last_error",
@@ -47,6 +71,14 @@ class HostAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # registration goes through the portal's form, which validates the URI
+
+    def save_model(self, request: HttpRequest, obj: Host, form: Any, change: bool) -> None:
+        """Through the host service: URIs checked again, the change audit-logged with before and after."""
+        from inventory.services.hosts import EDITABLE_FIELDS, update_host
+
+        changes = {key: form.cleaned_data[key] for key in form.changed_data if key in EDITABLE_FIELDS}
+        update_host(request.user, Host.objects.get(pk=obj.pk), **changes)
+        obj.refresh_from_db()
 
 
 @admin.register(StoragePool)
@@ -135,6 +167,9 @@ class VirtualMachineAdmin(admin.ModelAdmin):
     ]
     actions = ["clear_team"]
 
+    def has_assign_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
     def save_model(self, request: HttpRequest, obj: VirtualMachine, form: object, change: bool) -> None:
         from inventory.services.hosts import assign_team
 
@@ -142,7 +177,7 @@ class VirtualMachineAdmin(admin.ModelAdmin):
             assign_team(request.user, [obj], obj.team)
         super().save_model(request, obj, form, change)  # type: ignore[arg-type]
 
-    @admin.action(description="Clear team (admin decision)")
+    @admin.action(description="Clear team (admin decision)", permissions=["assign"])
     def clear_team(self, request: HttpRequest, queryset: QuerySet[VirtualMachine]) -> None:
         from inventory.services.hosts import assign_team
 

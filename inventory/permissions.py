@@ -37,3 +37,17 @@ def is_auditor(user: AnyUser) -> bool:
 
 def sees_everything(user: AnyUser) -> bool:
     return is_admin(user) or is_auditor(user)
+
+
+def can_write(user: AnyUser) -> bool:
+    """May change anything at all: signed in and not read-only (an auditor who is not also an admin)."""
+    return bool(user.is_authenticated and (is_admin(user) or not is_auditor(user)))
+
+
+def require_admin(actor: AnyUser | None, what: str = "do this") -> None:
+    """For services: `None` is the system itself (sync, scheduler, management commands); any person
+    must be an approver/admin. Raises PermissionDenied otherwise."""
+    from django.core.exceptions import PermissionDenied
+
+    if actor is not None and not is_admin(actor):
+        raise PermissionDenied(f"Only approvers/admins may {what}.")

@@ -21,6 +21,7 @@ from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
 from inventory.models import Host, StoragePool, Team, VirtualMachine
 from inventory.permissions import is_admin, sees_everything
 from inventory.services import hosts as host_services
+from vmportal.ratelimits import over_limit, refusal
 
 PAGE_SIZE = 50
 
@@ -143,6 +144,8 @@ def host_register(request: HttpRequest) -> HttpResponse:
 def host_test_connection(request: HttpRequest, name: str) -> HttpResponse:
     _admin_only(request)
     host = get_object_or_404(Host, name=name)
+    if over_limit(request, "host-test"):
+        return refusal(request, "host-test")
     report = host_services.probe_host(host)
     if report.ok:
         messages.success(

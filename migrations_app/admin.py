@@ -3,6 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from inventory.permissions import is_admin
 from migrations_app.models import AuditLogEntry, Backup, MigrationPlan, NetworkMapping, PlanItem, RetainedDisk
 
 
@@ -97,7 +98,10 @@ class RetainedDiskAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.action(description="Release: remove the kept disk files now")
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    @admin.action(description="Release: remove the kept disk files now", permissions=["release"])
     def release(self, request: HttpRequest, queryset: Any) -> None:
         from migrations_app.services.backups import release_retained_disk
 

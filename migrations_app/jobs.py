@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_rq
 
-AUDIT_QUEUE = "default"
+AUDIT_QUEUE = "audits"  # its own worker: a big audit never delays syncs
 AUDIT_TIMEOUT = 900  # seconds: a 500-VM plan reads two hosts and measures dirty rates
 
 

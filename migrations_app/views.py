@@ -14,11 +14,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
-from inventory.permissions import is_admin
+from inventory.permissions import can_write, is_admin, sees_everything
+from migrations_app.checks.registry import evidence_for
 from migrations_app.choices import EDITABLE_PLAN_STATES, SEVERITY_RANK, Area, PlanStatus, Severity, TargetFormat
 from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
 from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
 from migrations_app.services import plans as plan_services
+from vmportal.ratelimits import over_limit, refusal
 
 PAGE_SIZE = 50
 
@@ -48,6 +50,8 @@ def plan_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = PlanCreateForm(request.POST)
         if form.is_valid():
+            if over_limit(request, "plan-create"):
+                return refusal(request, "plan-create")
             dest = form.cleaned_data.pop("destination")
             vm_ids = form.cleaned_data.pop("vms")
             try:
@@ -120,6 +124,9 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
     results = list(audit.results.select_related("item__vm")) if audit else []
+    everything = sees_everything(request.user)
+    for result in results:
+        result.shown_evidence = evidence_for(result.evidence, everything)  # type: ignore[attr-defined]
     predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
     by_item: dict[int, dict[str, Prediction]] = defaultdict(dict)
     for prediction in predictions:
@@ -244,13 +251,9 @@ def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
-
-    def action() -> None:
-        if plan.status not in EDITABLE_PLAN_STATES:
-            raise plan_services.PlanError("Only draft plans are re-audited on request.")
-        plan_services.request_audit(plan, reason="request")
-
-    return _post_action(request, plan, action, "The audit runs again.")
+    if can_write(request.user) and over_limit(request, "plan-audit"):
+        return refusal(request, "plan-audit")
+    return _post_action(request, plan, lambda: plan_services.reaudit(request.user, plan), "The audit runs again.")
 
 
 @login_required

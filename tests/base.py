@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -159,6 +160,19 @@ def lab_up() -> dict[str, Any]:
     """Bring the lab up (idempotent, seconds when it already runs) and return its lab.json."""
     subprocess.run([str(LABCTL), "up"], check=True, stdout=subprocess.DEVNULL)
     return json.loads(settings.LAB_STATE_FILE.read_text())
+
+
+def manage_with_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run manage.py in a fresh process with exactly these VMPORTAL_* variables (none inherited)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VMPORTAL_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

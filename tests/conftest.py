@@ -5,6 +5,25 @@ import pytest
 from tests.base import lab_up, make_personas
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # Personas are created in almost every test; a deliberately slow password hash only slows tests down.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    """Rate-limit counters live in the shared Redis cache and outlive a test session: each test starts
+    without any (only this checkout's cache keys are removed)."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(f"{settings.CACHES['default']['KEY_PREFIX']}:*"):
+        client.delete(key)
+
+
 @pytest.fixture
 def people(db: None) -> dict[str, Any]:
     return make_personas()

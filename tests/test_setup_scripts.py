@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from urllib.parse import quote
 
 import pytest
 
@@ -40,3 +41,23 @@ def test_a_wrong_service_configuration_is_explained(env: dict[str, str], message
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_database_name_with_quotes_is_created_as_named_not_run_as_sql() -> None:
+    """The set-up script quotes what it puts into SQL: a name with ' and " is a name, not SQL."""
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+
+    base = settings.DATABASES["default"]
+    name = f"{base['NAME']}_q'x\"y;select--"
+    url = f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{quote(name, safe='')}"
+    admin = f"host={base['HOST']} port={base['PORT']} user={base['USER']} dbname=postgres"
+    try:
+        result = _services(VMPORTAL_DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(admin) as conn:
+            assert conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone() == (1,)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))

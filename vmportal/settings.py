@@ -6,6 +6,8 @@ below applies and `manage.py check --deploy` is clean.
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -15,9 +17,28 @@ from django.core.exceptions import ImproperlyConfigured
 from vmportal.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1", "testserver"}
 
 DEBUG = env_bool("VMPORTAL_DEBUG", False)
 TESTING = env_bool("VMPORTAL_TESTING", False)
+if TESTING:
+    # Test mode drops secure cookies, HSTS and the HTTPS redirect and accepts a built-in key: it must
+    # never be switched on by mistake in a deployment. A production setting beside it stops start-up.
+    _production = [
+        name
+        for name in ("VMPORTAL_SECRET_KEY", "VMPORTAL_SECRET_KEY_FILE", "VMPORTAL_CSRF_TRUSTED_ORIGINS")
+        if os.environ.get(name, "").strip()
+    ]
+    if env_bool("VMPORTAL_BEHIND_TLS_PROXY", False):
+        _production.append("VMPORTAL_BEHIND_TLS_PROXY")
+    if any(h not in _LOCAL_HOSTS for h in env_list("VMPORTAL_ALLOWED_HOSTS", [])):
+        _production.append("VMPORTAL_ALLOWED_HOSTS")
+    if _production:
+        raise ImproperlyConfigured(
+            "VMPORTAL_TESTING=1 is for the test suite and benchmarks only, and this looks like a deployment "
+            f"({', '.join(_production)} set). Unset VMPORTAL_TESTING: in test mode the portal would use a "
+            "built-in secret key and drop secure cookies, HSTS and the HTTPS redirect."
+        )
 
 SECRET_KEY = env_str("VMPORTAL_SECRET_KEY", required=not (DEBUG or TESTING))
 if not SECRET_KEY:
@@ -47,6 +68,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "django_rq",
+    "django_ratelimit",
+    "csp",
     "inventory",
     "migrations_app",
 ]
@@ -60,6 +83,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "vmportal.urls"
@@ -91,7 +115,8 @@ except ValueError as exc:
 if _db.get("ENGINE") != "django.db.backends.postgresql":
     raise ImproperlyConfigured("VMPORTAL_DATABASE_URL must be a postgres:// URL; vmportal runs on PostgreSQL.")
 _db["CONN_HEALTH_CHECKS"] = True
-_db.setdefault("TEST", {})["NAME"] = env_str("VMPORTAL_TEST_DATABASE_NAME", "test_vmportal")
+# the test database follows the configured one, so checkouts with their own database never share one
+_db.setdefault("TEST", {})["NAME"] = env_str("VMPORTAL_TEST_DATABASE_NAME", f"test_{_db.get('NAME') or 'vmportal'}")
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -105,18 +130,31 @@ RQ_DEFAULT_TIMEOUT = env_int("VMPORTAL_RQ_DEFAULT_TIMEOUT", 600, minimum=30)
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
     "sync": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
+    # Audits have their own queue and worker: a 500-VM audit never holds up inventory syncs.
+    "audits": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
     # Moves have a queue of their own so a long move never delays audits and syncs.
     "migrations": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT},
 }
-RQ_SHOW_ADMIN_LINK = True
+# django-rq's own admin registration would open the queue pages to every staff member (auditors too);
+# they are mounted at /admin/rq/ for approvers/admins only instead (vmportal/urls.py).
+RQ_SHOW_ADMIN_LINK = False
 # Services enqueue with transaction.on_commit themselves, so a job id is known at once.
 # Workers reconcile runs whose lease expired when they start (migrations_app.worker).
 RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "migrations_app.worker.ReconcilingWorker"}
 
+CHANNEL_PREFIX = env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
+    }
+}
+# A cache shared by every web process: rate limits count across all of them.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{CHANNEL_PREFIX}:cache",
     }
 }
 
@@ -143,6 +181,35 @@ SECURE_HSTS_PRELOAD = env_bool("VMPORTAL_HSTS_PRELOAD", SECURE)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy: the portal's own files only, no inline script, no framing, no plug-ins.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Per-user limits on what is expensive or reaches hosts: "COUNT/PERIOD" with s, m, h or d.
+_RATE_RE = re.compile(r"^[1-9][0-9]*/[1-9]?[0-9]*[smhd]$")
+RATE_LIMITS: dict[str, str] = {}
+for _group, _var, _default in (
+    ("plan-create", "VMPORTAL_RATE_PLAN_CREATE", "30/h"),
+    ("plan-audit", "VMPORTAL_RATE_PLAN_AUDIT", "60/h"),
+    ("host-test", "VMPORTAL_RATE_HOST_TEST", "10/m"),
+):
+    RATE_LIMITS[_group] = env_str(_var, _default).strip()
+    if not _RATE_RE.match(RATE_LIMITS[_group]):
+        raise ImproperlyConfigured(f"{_var}={RATE_LIMITS[_group]!r} is not COUNT/PERIOD, e.g. 30/h or 10/5m.")
+RATELIMIT_ENABLE = True
+# Django's own Redis cache backend increments atomically; django-ratelimit only lists django-redis's.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 CSRF_FAILURE_VIEW = "vmportal.views.csrf_failure"
 if env_bool("VMPORTAL_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -170,8 +237,12 @@ STORAGES = {
 # Directories from which a libvirt URI may name a UNIX socket (socket=) or SSH/TLS key material
 # (keyfile=, pkipath=). Anything outside is refused at registration: a URI must not be a way to make
 # the portal read arbitrary files.
+LAB_STATE_FILE = Path(env_str("VMPORTAL_LAB_STATE", "/var/lib/vmportal-lab/lab.json"))
+# The local lab's daemons listen in its own directory; that directory is trusted in development and
+# tests only, never by default in production.
 LIBVIRT_SOCKET_DIRS = env_list(
-    "VMPORTAL_LIBVIRT_SOCKET_DIRS", ["/run/libvirt", "/var/run/libvirt", "/var/lib/vmportal-lab"]
+    "VMPORTAL_LIBVIRT_SOCKET_DIRS",
+    ["/run/libvirt", "/var/run/libvirt"] + ([str(LAB_STATE_FILE.parent)] if DEBUG or TESTING else []),
 )
 LIBVIRT_KEY_DIRS = env_list("VMPORTAL_LIBVIRT_KEY_DIRS", ["/etc/vmportal/keys", "/etc/pki/libvirt"])
 LIBVIRT_TEST_DRIVER = env_bool("VMPORTAL_ALLOW_TEST_DRIVER", DEBUG or TESTING)
@@ -204,7 +275,6 @@ BACKUP_MAX_AGE = env_int("VMPORTAL_BACKUP_MAX_AGE", 24 * 3600, minimum=60)
 # Empty: each disk's backup beside the disk, in the disk's own pool; else a dedicated directory pool.
 BACKUP_POOL = env_str("VMPORTAL_BACKUP_POOL", "")
 BACKUP_POOL_PATH = env_str("VMPORTAL_BACKUP_POOL_PATH", "/var/lib/libvirt/vmportal-backups")
-LAB_STATE_FILE = Path(env_str("VMPORTAL_LAB_STATE", "/var/lib/vmportal-lab/lab.json"))
 
 LOG_LEVEL = env_choice("VMPORTAL_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

@@ -1,11 +1,41 @@
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, include, path
+from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
+
+from inventory.permissions import is_admin
+
+
+def admins_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The job-queue pages can stop, delete and requeue moves: approvers/admins only, auditors included out."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_admin(request.user):
+            raise PermissionDenied("The job queues are for approvers/admins only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _queue_pages() -> list[URLPattern]:
+    api = [URLPattern(p.pattern, admins_only(p.callback), p.default_args, p.name) for p in get_api_urlpatterns()]
+    return api + get_admin_urlpatterns(view_wrapper=admins_only)
+
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("admin/rq/", include("django_rq.urls")),
+    path("admin/rq/", include((_queue_pages(), "django_rq"))),
     path("admin/", admin.site.urls),
     path("plans/", include("migrations_app.urls")),
     path("", include("inventory.urls")),

@@ -35,6 +35,7 @@ import libvirt
 from .connection import _open, translate
 from .domxml import parse_xml, to_bytes
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
+from .names import check_volume_name
 
 #: the granularity at which zero data counts as a hole (and at which fingerprints are taken)
 BLOCK = 64 * 1024
@@ -136,7 +137,7 @@ class BlockHasher:
 
 def _volume_xml(name: str, capacity: int, fmt: str) -> str:
     vol = Element("volume")
-    SubElement(vol, "name").text = name
+    SubElement(vol, "name").text = check_volume_name(name)
     SubElement(vol, "capacity", unit="bytes").text = str(capacity)
     # allocation 0: created sparse (qemu-img create for qcow2, a file with a hole for raw)
     SubElement(vol, "allocation", unit="bytes").text = "0"

@@ -11,6 +11,7 @@ from django.db import transaction
 from inventory.choices import TeamSource
 from inventory.hypervisor import ConnectionReport, InvalidURI, ParsedURI, test_connection, validate_uri
 from inventory.models import Host, Team, VirtualMachine
+from inventory.permissions import require_admin
 from migrations_app.services import auditlog
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -41,23 +42,35 @@ def check_migration_uri(uri: str) -> str:
     return parsed.uri
 
 
+#: what an admin may change on a registered host (the name and capabilities are not among them)
+EDITABLE_FIELDS = (
+    "uri",
+    "migration_uri",
+    "site",
+    "cluster",
+    "enabled",
+    "maintenance",
+    "max_outgoing",
+    "max_incoming",
+    "cpu_overcommit",
+    "memory_reserve",
+    "link_mib_s",
+)
+
+
 def _host_values(host: Host) -> dict[str, Any]:
-    return {
-        "name": host.name,
-        "uri": host.uri,
-        "migration_uri": host.migration_uri,
-        "site": host.site,
-        "enabled": host.enabled,
-        "maintenance": host.maintenance,
-        "max_outgoing": host.max_outgoing,
-        "max_incoming": host.max_incoming,
-    }
+    values: dict[str, Any] = {"name": host.name}
+    for key in EDITABLE_FIELDS:
+        value = getattr(host, key)
+        values[key] = str(value) if key == "cpu_overcommit" else value
+    return values
 
 
 def register_host(
     actor: Any, *, name: str, uri: str, migration_uri: str = "", site: str = "", sync: bool = True
 ) -> Host:
     """Create a host after validating its name and URIs; queue its first sync after commit."""
+    require_admin(actor, "register hosts")
     name = name.strip().lower()
     if not NAME_RE.match(name):
         raise HostError("Use 1–63 lowercase letters, digits and hyphens for the host name.")
@@ -78,7 +91,8 @@ def register_host(
 
 
 def update_host(actor: Any, host: Host, **changes: Any) -> Host:
-    """Change a host's settings (URI re-validated); audit-logged with before and after."""
+    """Change a host's settings (URIs re-validated); audit-logged with before and after."""
+    require_admin(actor, "change hosts")
     before = _host_values(host)
     if "uri" in changes:
         changes["uri"] = check_uri(changes["uri"]).uri
@@ -86,7 +100,7 @@ def update_host(actor: Any, host: Host, **changes: Any) -> Host:
         changes["migration_uri"] = check_migration_uri(changes["migration_uri"])
     with transaction.atomic():
         for key, value in changes.items():
-            if key not in before or key == "name":
+            if key not in EDITABLE_FIELDS:
                 raise HostError(f"'{key}' cannot be changed here.")
             setattr(host, key, value)
         host.save()
@@ -102,6 +116,7 @@ def probe_host(host: Host) -> ConnectionReport:
 
 def assign_team(actor: Any, vms: list[VirtualMachine], team: Team | None) -> int:
     """Admins assign VMs to a team (or clear it); wins over metadata tags from then on."""
+    require_admin(actor, "assign teams")
     changed = 0
     with transaction.atomic():
         for vm in vms:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from inventory.choices import ACTIVE_STATES, Reachability, TeamSource
@@ -62,6 +62,52 @@ VM_FIELDS = [
 ]
 
 
+# ---- bounds on what a hypervisor can make the portal store ------------------------------------------
+# A host is not trusted to be reasonable: text and lists it reports are cut to these sizes, and what was
+# cut says so in the stored value itself. Names and other short fields are cut to their column size.
+MAX_XML_CHARS = 512 * 1024  # a domain's XML, the host's domain capabilities and CPU XML
+MAX_TEXT_CHARS = 8 * 1024  # a VM's description
+MAX_LIST_ITEMS = 256  # machine types, passthrough devices, a disk's backing chain
+MAX_CHILDREN = 1024  # disks and NICs of one VM
+
+
+def bounded_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" … [cut by vmportal: {len(text) - limit} more characters were not stored]"
+
+
+def bounded_xml(xml: str, limit: int = MAX_XML_CHARS) -> str:
+    if len(xml) <= limit:
+        return xml
+    return xml[:limit] + f"\n<!-- cut by vmportal: {len(xml) - limit} more characters were not stored -->"
+
+
+def bounded_list(items: list[Any], limit: int = MAX_LIST_ITEMS) -> list[Any]:
+    if len(items) <= limit:
+        return items
+    note = f"cut by vmportal: {len(items) - limit} more were not stored"
+    return [*items[:limit], {"note": note} if items and isinstance(items[0], dict) else note]
+
+
+def fit(instance: Any) -> Any:
+    """Cut every string field of a model instance to its column size (a longer value would fail the write)."""
+    for f in instance._meta.concrete_fields:
+        if not isinstance(f, models.CharField):
+            continue
+        limit = f.max_length
+        value = getattr(instance, f.attname, None)
+        if limit and isinstance(value, str) and len(value) > limit:
+            setattr(instance, f.attname, value[:limit])
+    return instance
+
+
+def _capped(what: str, vm: VirtualMachine, items: list[Any]) -> list[Any]:
+    if len(items) > MAX_CHILDREN:
+        log.warning("%s reports %d %s; only the first %d are stored", vm.name, len(items), what, MAX_CHILDREN)
+    return items[:MAX_CHILDREN]
+
+
 @dataclass
 class SyncResult:
     host: str
@@ -95,6 +141,9 @@ def sync_host(host_id: int) -> SyncResult:
     host = Host.objects.get(pk=host_id)
     started = time.monotonic()
     try:
+        from inventory.services.hosts import check_uri
+
+        check_uri(host.uri)  # the allow-list may have tightened since the host was registered
         snapshot = read_host(host.uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT)
     except HypervisorError as exc:
         log.warning("sync of %s failed: %s (%s)", host.name, exc.message, exc.raw)
@@ -218,6 +267,10 @@ def _apply_host(host: Host, snap: HostSnapshot, now: datetime) -> None:
         "domain_capabilities",
     ):
         setattr(host, field, getattr(info, field))
+    host.cpu_xml = bounded_xml(host.cpu_xml)
+    host.domain_capabilities = bounded_xml(host.domain_capabilities)
+    host.machine_types = bounded_list(list(host.machine_types))
+    fit(host)
     host.reachability = Reachability.REACHABLE
     host.last_error = ""
     host.last_error_raw = ""
@@ -252,13 +305,13 @@ def _apply_named(host: Host, model: Any, items: list[Any], values: Callable[[Any
         vals = values(item)
         obj = current.get(item.name)
         if obj is None:
-            obj = model(host=host, name=item.name, **vals)
+            obj = fit(model(host=host, name=item.name, **vals))
             created.append(obj)
             current[item.name] = obj
         elif any(getattr(obj, k) != v for k, v in vals.items()):
             for k, v in vals.items():
                 setattr(obj, k, v)
-            changed.append(obj)
+            changed.append(fit(obj))
     model.objects.bulk_create(created)
     if changed:
         model.objects.bulk_update(changed, list(values(items[0]).keys()))
@@ -293,19 +346,20 @@ def _fill(vm: VirtualMachine, dom: DomainInfo, fp: str, host: Host, teams: dict[
     vm.arch = dom.arch
     vm.firmware = dom.firmware
     vm.title = dom.title[:255]
-    vm.description = dom.description
+    vm.description = bounded_text(dom.description)
     vm.has_guest_agent = dom.has_guest_agent
     vm.snapshot_count = dom.snapshot_count
-    vm.hostdevs = [asdict(h) for h in dom.hostdevs]
+    vm.hostdevs = bounded_list([asdict(h) for h in dom.hostdevs])
     vm.team_tag = dom.team_tag[:100]
     team_id, source = _team_for(vm, dom, teams)
     vm.team_id = team_id
     vm.team_source = source
     vm.present = True
     vm.missing_since = None
-    vm.xml = dom.xml
+    vm.xml = bounded_xml(dom.xml)
     vm.fingerprint = fp
     vm.last_seen_at = now
+    fit(vm)
 
 
 def _replace_children(
@@ -321,7 +375,7 @@ def _replace_children(
     NIC.objects.filter(vm_id__in=ids).delete()
     disks, nics = [], []
     for vm, dom in items:
-        for d in dom.disks:
+        for d in _capped("disks", vm, dom.disks):
             pool = pools.get(d.pool)
             disks.append(
                 Disk(
@@ -338,10 +392,10 @@ def _replace_children(
                     readonly=d.readonly,
                     capacity=d.capacity,
                     allocation=d.allocation,
-                    backing_chain=[asdict(b) for b in d.backing_chain],
+                    backing_chain=bounded_list([asdict(b) for b in d.backing_chain]),
                 )
             )
-        for order, n in enumerate(dom.nics):
+        for order, n in enumerate(_capped("NICs", vm, dom.nics)):
             net = networks.get(n.network) if n.network else by_bridge.get(n.bridge)
             nics.append(
                 NIC(
@@ -358,5 +412,5 @@ def _replace_children(
                     order=order,
                 )
             )
-    Disk.objects.bulk_create(disks)
-    NIC.objects.bulk_create(nics)
+    Disk.objects.bulk_create([fit(d) for d in disks])
+    NIC.objects.bulk_create([fit(n) for n in nics])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from migrations_app.choices import Area, Severity
 
 from .context import CheckContext
-from .registry import DESTINATION, GUEST, Outcome, block, by_mode, passed, register, warn
+from .registry import DESTINATION, GUEST, OTHER_TEAMS, Outcome, block, by_mode, passed, register, warn
 
 #: interface types that are tied to the source host's hardware or devices
 HOST_BOUND_NIC_TYPES = frozenset({"direct", "hostdev", "vhostuser", "vdpa"})
@@ -57,11 +57,10 @@ def mac_clash(ctx: CheckContext) -> Outcome:
             if dom.uuid != ctx.guest.uuid:  # the VM's own leftover definition is RES-NAME's concern
                 clashes[mac] = dom.name
     if clashes:
-        listed = ", ".join(f"{mac} (used by {name})" for mac, name in sorted(clashes.items()))
         return block(
-            f"MAC address already in use on {ctx.destination}: {listed}.",
+            f"MAC address already in use on {ctx.destination}: {', '.join(sorted(clashes))}.",
             sorted(macs),
-            {"in use": clashes},
+            {"in use": sorted(clashes), OTHER_TEAMS: clashes},
             "Change the clashing MAC on one of the VMs, or pick another destination.",
         )
     return passed(

@@ -39,6 +39,22 @@ class Outcome:
         return {"source": self.source, "destination": self.destination}
 
 
+#: Evidence under this key names other teams' plans or VMs. App owners are shown counts and totals
+#: only; people who see everything (approvers, auditors) also see what is listed here.
+OTHER_TEAMS = "names (approvers and auditors only)"
+
+
+def evidence_for(evidence: Any, sees_everything: bool) -> Any:
+    """The evidence as a viewer may see it: without the OTHER_TEAMS parts unless they see everything."""
+    if sees_everything:
+        return evidence
+    if isinstance(evidence, dict):
+        return {k: evidence_for(v, False) for k, v in evidence.items() if k != OTHER_TEAMS}
+    if isinstance(evidence, list):
+        return [evidence_for(v, False) for v in evidence]
+    return evidence
+
+
 def passed(message: str, source: Any = None, destination: Any = None) -> Outcome:
     return Outcome(Severity.PASS, message, source, destination)
 

@@ -10,7 +10,7 @@ from inventory.choices import Reachability
 from migrations_app.choices import Area
 
 from .context import CheckContext
-from .registry import DESTINATION, Outcome, block, passed, register, warn
+from .registry import DESTINATION, OTHER_TEAMS, Outcome, block, passed, register, warn
 
 #: past this multiple of the overcommit ratio a destination is refused outright
 CPU_HARD_LIMIT_FACTOR = 2
@@ -35,7 +35,11 @@ def memory(ctx: CheckContext) -> Outcome:
     destination = {
         "free": free,
         "reserve": dest.memory_reserve,
-        "approved inbound": [{"plan": m.plan_name, "vm": m.vm_name, "memory": m.memory} for m in inbound],
+        "approved inbound": {
+            "count": len(inbound),
+            "memory": inbound_bytes,
+            OTHER_TEAMS: [{"plan": m.plan_name, "vm": m.vm_name, "memory": m.memory} for m in inbound],
+        },
         "other items of this plan": {"count": siblings.count, "memory": siblings.memory, "vms": siblings.names[:20]},
         "available for this VM": left,
     }
@@ -158,9 +162,10 @@ def names(ctx: CheckContext) -> Outcome:
     if clashes:
         what = "UUID" if any(c["uuid"] == uuid for c in clashes) else "name"
         return block(
-            f"{ctx.destination} already has a domain with this VM's {what} ({clashes[0]['name']}).",
+            f"{ctx.destination} already has a domain with this VM's {what}"
+            f"{' (running)' if any(c['running'] for c in clashes) else ''}.",
             {"name": name, "uuid": uuid},
-            {"clashes": clashes},
+            {"clashes": len(clashes), OTHER_TEAMS: clashes},
             "Rename or remove the other domain (an old copy of this VM?), or pick another destination.",
         )
     return passed("No domain on the destination has this name or UUID.", {"name": name, "uuid": uuid})

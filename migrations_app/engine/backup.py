@@ -33,6 +33,7 @@ from django.utils import timezone
 from inventory.hypervisor import HypervisorError, OperationFailed
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor.migrate import rewrite_xml
+from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport, read_digest
@@ -91,7 +92,7 @@ def take(
         pools = {d.target: BACKUP_POOL or store.info(d.path).pool for d in disks}
 
         def name(target: str, fmt: str) -> str:
-            return f"{PREFIX}-{defn.name}-b{backup.pk}-{target}.{fmt}"
+            return safe_file_name(PREFIX, defn.name, f"b{backup.pk}", f"{target}.{fmt}")
 
         entries: list[dict[str, Any]] = []
         if disks and defn.running:
@@ -255,7 +256,7 @@ def restore(
         paths: dict[str, tuple[str, str]] = {}
         disks = []
         for disk in backup.disks:
-            volume = target.create_target(pool, f"{new_name}-{disk['target']}.{disk['format']}")
+            volume = target.create_target(pool, safe_file_name(new_name, f"{disk['target']}.{disk['format']}"))
             created.append(volume.path)
             report = DiskCopy(source, disk["path"], target, volume.path).run()
             if report.digest != disk["sha256"] and int(disk.get("chunk_size") or DEFAULT_CHUNK) == report.chunk_size:

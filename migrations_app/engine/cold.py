@@ -27,6 +27,7 @@ from django.utils import timezone
 from inventory.hypervisor import HypervisorError, OperationFailed
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor import migrate as hv
+from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app import events
@@ -294,7 +295,10 @@ class ColdMove:
                     RunStatus.TRANSFERRING, f"Converting {job.target} from {job.source_format} to {job.format}"
                 )
                 converted = src.convert(
-                    job.source_path, info.pool, f"vmportal-run{self.run.pk}-{job.target}.{job.format}", job.format
+                    job.source_path,
+                    info.pool,
+                    safe_file_name(f"vmportal-run{self.run.pk}", f"{job.target}.{job.format}"),
+                    job.format,
                 )
                 staging.append(converted.path)
                 self.remember(staging=staging)

@@ -20,9 +20,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inventory.hypervisor import HostUnreachable, HypervisorError
+from inventory.hypervisor import HostUnreachable, HypervisorError, InvalidURI
 from inventory.hypervisor import migrate as hv
 from inventory.models import Host, StoragePool, VirtualMachine
+from inventory.services.hosts import check_migration_uri
 from inventory.services.sync import sync_host
 from migrations_app import events
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
@@ -76,7 +77,11 @@ def _tls(*hosts: Host) -> bool:
 
 
 def _peer_uri(host: Host) -> str:
-    return host.migration_uri or host.uri
+    """What the source daemon dials: checked again against the allow-list right before libvirt gets it."""
+    try:
+        return check_migration_uri(host.migration_uri or host.uri)
+    except InvalidURI as exc:
+        raise RunRefused(f"The migration URI of {host} is not allowed: {exc.message}") from None
 
 
 class LiveMove:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from inventory.hypervisor import HypervisorError
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
+from inventory.permissions import require_admin
 from migrations_app.engine import backup as engine
 from migrations_app.models import Backup, BackupState, RetainedDisk
 from migrations_app.services import auditlog
@@ -89,6 +90,7 @@ def retain_until() -> datetime:
 
 def release_retained_disk(actor: Any, disk: RetainedDisk) -> bool:
     """An admin frees a kept source disk before its retention ends: the volume is removed."""
+    require_admin(actor, "release kept disks")
     if disk.released_at is not None:
         return False
     _remove_retained(disk, getattr(actor, "username", "") or "admin")

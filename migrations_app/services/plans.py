@@ -333,6 +333,18 @@ def request_audit(plan: MigrationPlan, reason: str = "edit") -> Audit:
     return audit
 
 
+def reaudit(actor: Any, plan: MigrationPlan) -> Audit:
+    """Run the audit again on request (draft plans; the plan's team and admins). Overrides belong to the
+    audit they accepted, so a new audit needs a new override: the log and the result say so."""
+    _editable(actor, plan)
+    previous = latest_audit(plan)
+    dropped = plan.overrides.filter(audit=previous).count() if previous else 0
+    with transaction.atomic():
+        audit = request_audit(plan, reason="request")
+        auditlog.record(actor, "plan.reaudit", plan, after={"audit": audit.pk, "overrides_no_longer_apply": dropped})
+    return audit
+
+
 def latest_audit(plan: MigrationPlan) -> Audit | None:
     return plan.audits.order_by("-created_at", "-pk").first()
 

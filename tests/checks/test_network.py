@@ -8,6 +8,7 @@ import secrets
 import libvirt
 import pytest
 
+from migrations_app.checks.registry import OTHER_TEAMS
 from tests.checks.conftest import Planner, outcomes
 from tests.labguests import LabGuests, NicSpec
 
@@ -31,9 +32,10 @@ def test_a_mac_and_a_name_already_used_on_the_destination_block(lab_guests: LabG
     same_name = lab_guests.define("h2", name=guest.name, nics=[], team="", start=False)
     _mode, results = outcomes(plan_move(guest, "h2", mode="cold"))
     assert results["NET-MAC"].severity == "block"
-    assert results["NET-MAC"].destination["in use"] == {guest.macs[0]: same_mac.name}
+    assert results["NET-MAC"].destination[OTHER_TEAMS] == {guest.macs[0]: same_mac.name}
+    assert same_mac.name not in results["NET-MAC"].message
     assert results["RES-NAME"].severity == "block"
-    assert results["RES-NAME"].destination["clashes"][0]["uuid"] == same_name.uuid
+    assert results["RES-NAME"].destination[OTHER_TEAMS][0]["uuid"] == same_name.uuid
 
 
 def test_net_type_blocks_a_macvtap_nic_live_and_warns_cold(lab_guests: LabGuests, plan_move: Planner) -> None:

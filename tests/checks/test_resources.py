@@ -9,6 +9,7 @@ import pytest
 
 from inventory.hypervisor.facts import FactsReader
 from inventory.models import Host, VirtualMachine
+from migrations_app.checks.registry import OTHER_TEAMS
 from migrations_app.choices import PlanStatus
 from migrations_app.models import MigrationPlan, PlanItem
 from tests.checks.conftest import Planner, outcomes, vm_of
@@ -46,7 +47,8 @@ def test_res_mem_blocks_once_other_approved_moves_are_counted(
     _mode, after = outcomes(plan_move(guest, "h2", mode="cold"))
     memory = after["RES-MEM"]
     assert memory.severity == "block", memory.message
-    assert memory.destination["approved inbound"][0]["vm"] == "big-approved"
+    assert memory.destination["approved inbound"]["count"] == 1
+    assert memory.destination["approved inbound"][OTHER_TEAMS][0]["vm"] == "big-approved"
     assert memory.destination["reserve"] == lab_hosts["h2"].memory_reserve
     assert memory.source == {"memory": 64 * 1024 * 1024}
 
@@ -68,7 +70,7 @@ def test_res_mem_ignores_approved_moves_in_another_window(
         guest, "h2", mode="cold", window_start=now + timedelta(hours=1), window_end=now + timedelta(hours=2)
     )
     _mode, results = outcomes(plan)
-    assert results["RES-MEM"].severity == "pass" and results["RES-MEM"].destination["approved inbound"] == []
+    assert results["RES-MEM"].severity == "pass" and results["RES-MEM"].destination["approved inbound"]["count"] == 0
 
 
 def test_res_cpu_warns_over_the_overcommit_ratio_and_blocks_past_the_hard_limit(

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from inventory.hypervisor.errors import InvalidURI
-from tests.base import REPO
+from tests.base import REPO, manage_with_env
 from vmportal.env import env_bool, env_int, env_list, env_str
 
 
@@ -44,16 +40,7 @@ PRODUCTION = {
 }
 
 
-def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VMPORTAL_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+_manage = manage_with_env
 
 
 def test_check_deploy_is_clean_with_production_settings() -> None:

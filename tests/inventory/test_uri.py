@@ -34,6 +34,36 @@ def test_it_accepts_allowed_uris(uri: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (
+            "qemu+ssh://kvm-a12.example.com/system?KeyFile=%2Fetc%2Fvmportal%2Fkeys%2Fk",
+            "qemu+ssh://kvm-a12.example.com/system?keyfile=/etc/vmportal/keys/k",
+        ),
+        (
+            "qemu+ssh://KVM-A12.example.com/system?no_tty=1;keyfile=/etc/vmportal/keys/k",
+            "qemu+ssh://kvm-a12.example.com/system?no_tty=1&keyfile=/etc/vmportal/keys/k",
+        ),
+        ("qemu+tcp://[FD00::1]:16509/system", "qemu+tcp://[fd00::1]:16509/system"),
+    ],
+)
+def test_the_stored_uri_is_rebuilt_from_what_was_checked(given: str, stored: str) -> None:
+    parsed = check(given)
+    assert parsed.uri == stored
+    assert check(stored) == parsed
+
+
+def test_the_query_is_cut_where_libvirt_cuts_it() -> None:
+    from inventory.hypervisor.uri import libvirt_query_sections, unescape
+
+    # '&' ends a section whenever one is left in the rest of the query; ';' only when none is
+    assert libvirt_query_sections("a=1;b=2&c=3") == [("a", "1;b=2"), ("c", "3")]
+    assert libvirt_query_sections("a=1&b=2;c=3") == [("a", "1"), ("b", "2"), ("c", "3")]
+    assert libvirt_query_sections("a&&=b") == [("a", None), ("", None), ("", "b")]
+    assert unescape("%41%4%zz%2f%") == b"A%4%zz/%"
+
+
+@pytest.mark.parametrize(
     ("uri", "reason"),
     [
         ("qemu+ext:///system?command=/bin/sh", "runs an arbitrary local command"),
@@ -41,11 +71,11 @@ def test_it_accepts_allowed_uris(uri: str) -> None:
         ("qemu+ssh://host/system?netcat=/tmp/evil", "arbitrary program on the remote host"),
         ("qemu+ssh://host/system?proxy=netcat", "changes which program"),
         ("qemu+unix:///system?socket=/tmp/evil.sock", "inside one of the allowed directories"),
-        ("qemu+unix:///system?socket=/var/lib/vmportal-lab/../../../tmp/x", "inside one of the allowed directories"),
+        ("qemu+unix:///system?socket=/var/lib/vmportal-lab/../../../tmp/x", "plain absolute path"),
         ("qemu+ssh://host/system?keyfile=/root/.ssh/id_rsa", "inside one of the allowed directories"),
-        ("qemu+ssh://host/system?known_hosts=/etc/shadow", "inside one of the allowed directories"),
+        ("qemu+ssh://host/system?known_hosts=/etc/shadow", "libssh transports"),
         ("qemu+tls://host/system?pkipath=/etc", "inside one of the allowed directories"),
-        ("qemu+tls://host/system?no_verify=1", "turns off TLS certificate checks"),
+        ("qemu+tls://host/system?no_verify=1", "turns off TLS certificate and SSH host key checks"),
         ("qemu+ssh://host/system?name=test:///etc/passwd", "different driver"),
         ("qemu+libssh2://host/system", "only the 'ssh' transport"),
         ("xen+ssh://host/system", "not an allowed transport"),
@@ -55,12 +85,26 @@ def test_it_accepts_allowed_uris(uri: str) -> None:
         ("qemu+ssh://host/system?foo=bar", "Unknown or unsupported"),
         ("qemu+ssh://host/system?keyfile=/etc/vmportal/keys/a&keyfile=/etc/vmportal/keys/b", "appears twice"),
         ("qemu+ssh://host/system?keyfile=relative/key", "absolute path"),
-        ("qemu+ssh://host/system?sshauth=password", "not allowed; use one of"),
+        ("qemu+ssh://host/system?sshauth=password", "libssh transports"),
+        ("qemu+ssh://host/system?no_tty=yes", "not allowed with qemu+ssh; use one of"),
         ("qemu+ssh://user:secret@host/system", "no password"),
+        ("qemu+ssh://-oProxyCommand=x@host/system", "must not start with '-'"),
+        ("qemu+ssh://host/system?keyfile=/etc/vmportal/keys/k;command=/bin/sh", "'command=' is not allowed"),
+        ("qemu+ssh://host/system?keyfile=/etc/vmportal/keys/k%3Bcommand=/bin/sh", "once percent-decoded"),
+        ("qemu+ssh://host/system?KEYFILE=/etc/vmportal/keys/a&keyfile=/etc/vmportal/keys/b", "appears twice"),
+        ("qemu+ssh://host/system?Command=/bin/sh", "'command=' is not allowed"),
+        ("qemu+ssh://host/system?%63ommand=/bin/sh", "'command=' is not allowed"),
+        ("qemu+ssh://host/system?authfile=/etc/shadow", "arbitrary file"),
+        ("qemu+ssh://host/system?mode=direct", "not allowed with qemu+ssh"),
+        ("qemu+unix:///system?socket=/run/libvirt/x%00/../../tmp/y", "once percent-decoded"),
+        ("qemu+unix:///system?socket=/run/libvirt/../../tmp/y", "plain absolute path"),
+        ("qemu+ssh://host/system?=x&no_tty=1", "empty parameter"),
+        ("QEMU+SSH://host/system", "lower case"),
         ("qemu+ssh:///system", "needs a host name"),
         ("qemu+ssh://ho$t/system", "not a valid host name"),
         ("qemu+ssh://host/system#frag", "fragment"),
         ("qemu+ssh://host/root", "must end in /system"),
+        ("qemu:///session", "must end in /system"),
         ("qemu+unix://otherhost/system", "must not name a host"),
         ("qemu+ssh://host/system\n?command=x", "control characters"),
         ("qemu+ssh://host /system", "spaces or control characters"),
@@ -68,7 +112,7 @@ def test_it_accepts_allowed_uris(uri: str) -> None:
         ("//host/system", "no scheme"),
         ("", "Enter a libvirt URI"),
         ("qemu+ssh://" + "a" * 600 + "/system", "longer than"),
-        ("qemu+tcp://host:99999/system", "malformed"),
+        ("qemu+tcp://host:99999/system", "port must be a number"),
         (
             "qemu+unix:///system?socket=/run/libvirt/libvirt-sock&keyfile=/etc/vmportal/keys/k",
             "not allowed with qemu+unix",
