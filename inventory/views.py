@@ -7,7 +7,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
@@ -21,13 +20,14 @@ from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
 from inventory.models import Host, StoragePool, Team, VirtualMachine
 from inventory.permissions import is_admin, sees_everything
 from inventory.services import hosts as host_services
+from vmportal import access
+from vmportal.access import Action
 
 PAGE_SIZE = 50
 
 
-def _admin_only(request: HttpRequest) -> None:
-    if not is_admin(request.user):
-        raise PermissionDenied("Only approvers/admins may do this.")
+def _admin_only(request: HttpRequest, action: Action = Action.HOST_MANAGE) -> None:
+    access.check_view(request.user, action)
 
 
 def _raw_percent(part: int | None, whole: int | None) -> int:
@@ -236,8 +236,8 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def vm_assign_team(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
-    _admin_only(request)
-    vm = get_object_or_404(VirtualMachine, uuid=uuid)
+    vm = access.get_visible_or_404(request.user, VirtualMachine.objects.all(), uuid=uuid)
+    _admin_only(request, Action.OWNERSHIP_MANAGE)
     form = AssignTeamForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose an existing team.")

@@ -13,12 +13,23 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
-from inventory.permissions import is_admin
-from migrations_app.choices import EDITABLE_PLAN_STATES, SEVERITY_RANK, Area, PlanStatus, Severity, TargetFormat
-from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
-from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
+from inventory.models import Disk, Network, StoragePool, VirtualMachine
+from migrations_app.choices import (
+    CANCELLABLE_PLAN_STATES,
+    EDITABLE_PLAN_STATES,
+    SEVERITY_RANK,
+    Area,
+    ChangeType,
+    PlanStatus,
+    Severity,
+    TargetFormat,
+)
+from migrations_app.forms import DecisionForm, EmergencyForm, OverrideForm, PlanCreateForm, PlanOptionsForm, ReviewForm
+from migrations_app.models import CheckResult, EmergencyReview, MigrationPlan, MigrationRun, PlanItem, Prediction
 from migrations_app.services import plans as plan_services
+from migrations_app.services import scheduling
+from vmportal import access
+from vmportal.access import Action
 
 PAGE_SIZE = 50
 
@@ -44,6 +55,7 @@ def plan_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def plan_create(request: HttpRequest) -> HttpResponse:
+    access.check_view(request.user, Action.PLAN_CREATE)
     visible = VirtualMachine.objects.visible_to(request.user).present().select_related("host", "team")
     if request.method == "POST":
         form = PlanCreateForm(request.POST)
@@ -146,7 +158,15 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             }
         )
     blocks = plan_services.uncovered_blocks(plan, audit) if audit and audit.status == "done" else []
-    editable = plan.status in EDITABLE_PLAN_STATES
+    editable = plan.status in EDITABLE_PLAN_STATES and access.allowed(request.user, Action.PLAN_EDIT, plan)
+    runs: dict[int, MigrationRun] = {}
+    for run in MigrationRun.objects.filter(item__plan=plan).order_by("queued_at", "pk"):
+        runs[run.item_id] = run  # the latest run of each item
+    for row in rows:
+        row["run"] = runs.get(row["item"].pk)
+    pending = plan.status == PlanStatus.PENDING_APPROVAL
+    user = request.user
+    emergency = EmergencyReview.objects.filter(plan=plan).select_related("ran_by", "reviewed_by").first()
     return render(
         request,
         "migrations_app/plan_detail.html",
@@ -157,22 +177,31 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "groups": _group_results(results),
             "blocks": blocks,
             "editable": editable,
-            "can_override": is_admin(request.user) and request.user.pk != plan.requester_id and bool(blocks),
+            "can_override": bool(blocks) and access.allowed(user, Action.PLAN_OVERRIDE, plan),
             "overrides": plan.overrides.select_related("admin"),
-            "hosts": Host.objects.filter(enabled=True, maintenance=False).order_by("name"),
+            "approvals": plan.approvals.select_related("approver", "policy"),
+            "may_decide": pending and access.allowed(user, Action.PLAN_APPROVE, plan),
+            "decide_refusal": access.refusal(user, Action.PLAN_APPROVE, plan) if pending else None,
+            "may_emergency": pending
+            and plan.change_type == ChangeType.EMERGENCY
+            and access.allowed(user, Action.PLAN_EMERGENCY, plan),
+            "emergency": emergency,
+            "may_review": emergency is not None
+            and emergency.reviewed_at is None
+            and access.allowed(user, Action.PLAN_REVIEW, plan),
+            "may_cancel": plan.status in CANCELLABLE_PLAN_STATES and access.allowed(user, Action.PLAN_CANCEL, plan),
+            "decision_form": DecisionForm(),
+            "emergency_form": EmergencyForm(),
+            "review_form": ReviewForm(),
+            "window": scheduling.effective_window(plan),
+            "hosts": plan_services.offered_destinations().order_by("name"),
             "formats": TargetFormat.choices,
             "options_form": PlanOptionsForm(initial={f: getattr(plan, f) for f in plan_services.OPTION_FIELDS}),
             "override_form": OverrideForm(),
             "auditing": plan.status == PlanStatus.AUDITING,
-            "fits_window": _fits_window(plan),
+            "fits_window": scheduling.fits_window(plan),
         },
     )
-
-
-def _fits_window(plan: MigrationPlan) -> bool | None:
-    if plan.window_start is None or plan.window_end is None or plan.predicted_seconds is None:
-        return None
-    return plan.predicted_seconds <= (plan.window_end - plan.window_start).total_seconds()
 
 
 def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success: str) -> HttpResponse:
@@ -189,6 +218,7 @@ def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success
 @require_POST
 def plan_update_item(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     try:
         item = plan.items.select_related("vm", "destination", "plan__team").get(pk=item_id)
     except PlanItem.DoesNotExist:
@@ -227,6 +257,7 @@ def plan_update_item(request: HttpRequest, pk: int, item_id: int) -> HttpRespons
 @require_POST
 def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     form = PlanOptionsForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
@@ -244,11 +275,12 @@ def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
 
     def action() -> None:
         if plan.status not in EDITABLE_PLAN_STATES:
             raise plan_services.PlanError("Only draft plans are re-audited on request.")
-        plan_services.request_audit(plan, reason="request")
+        plan_services.request_audit(plan, reason="request", actor=request.user)
 
     return _post_action(request, plan, action, "The audit runs again.")
 
@@ -257,6 +289,7 @@ def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_submit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     return _post_action(
         request,
         plan,
@@ -269,11 +302,19 @@ def plan_submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_CANCEL, plan)
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Tick the confirmation to cancel the plan. Nothing was changed.")
         return redirect(plan)
+    running = plan.status == PlanStatus.RUNNING
     return _post_action(
-        request, plan, lambda: plan_services.cancel(request.user, plan), "Plan cancelled. Nothing was moved."
+        request,
+        plan,
+        lambda: plan_services.cancel(request.user, plan),
+        "Cancel requested: VMs not yet moving will not move, moves under way are aborted (a VM already switching "
+        "over finishes its move)."
+        if running
+        else "Plan cancelled. Nothing was moved.",
     )
 
 
@@ -281,6 +322,7 @@ def plan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_override(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_OVERRIDE, plan)
     form = OverrideForm(request.POST)
     if not form.is_valid():
         messages.error(

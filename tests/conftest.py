@@ -5,6 +5,16 @@ import pytest
 from tests.base import lab_up, make_personas
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Any:
+    """Personas are made for nearly every test; a deliberately slow password hash would dominate the run
+    (the login rate limit and the login pages work the same with any hasher)."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture
 def people(db: None) -> dict[str, Any]:
     return make_personas()

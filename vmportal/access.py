@@ -6,6 +6,7 @@ and websocket consumer asks here; the services ask again before they change anyt
 - `refusal(user, action, obj)`: why the user may not do `action` (None when allowed). `require` raises
   `Denied` (a PermissionDenied, so a page answers 403 with the reason).
 
+`user` None is the portal itself (management commands, the scheduler), which may do everything.
 Roles come from `inventory.permissions` (approvers/admins, auditors; app owners are team members).
 Whether an action fits the object's *state* (approving a draft…) is the state machine's business, not
 this module's. Everything here is a plain synchronous function of a user and an object, so async code
@@ -40,6 +41,7 @@ class Action(StrEnum):
     HOST_MANAGE = "host.manage"  # register, test connection, sync
     OWNERSHIP_MANAGE = "ownership.manage"  # teams, memberships, VM ownership
     CHANGE_CONTROL_MANAGE = "change_control.manage"  # windows, freezes, policies, thresholds, network mappings
+    SETTINGS_VIEW = "settings.view"  # look at teams, windows, freezes, policies, mappings
     APPROVAL_QUEUE = "approval.queue"  # see the approval queue
     AUDITLOG_VIEW = "auditlog.view"
 
@@ -116,6 +118,8 @@ def _member_or_admin(user: AnyUser, obj: Any) -> str | None:
 def refusal(user: AnyUser, action: Action | str, obj: Any = None) -> str | None:
     """Why `user` may not do `action` on `obj`, or None when it is allowed."""
     action = Action(action)
+    if user is None:
+        return None  # the portal itself: management commands, the scheduler, the reconciler
     if not user.is_authenticated:
         return "Log in first."
     if obj is not None and not visible(user, obj):
@@ -131,8 +135,8 @@ def refusal(user: AnyUser, action: Action | str, obj: Any = None) -> str | None:
             return READ_ONLY if is_auditor(user) else "Only approvers may decide on plans."
         if obj is not None and _plan_of(obj).requester_id == user.pk:
             return (
-                "You requested this plan, so another approver must decide on it (four eyes: nobody approves "
-                "their own plan)."
+                "This is your own plan: another approver must decide on it (four eyes: nobody approves or "
+                "overrides their own plan, not even an admin)."
             )
         return None
     if action == Action.PLAN_REVIEW:
@@ -143,7 +147,7 @@ def refusal(user: AnyUser, action: Action | str, obj: Any = None) -> str | None:
         if plan is not None and user.pk in {plan.requester_id, getattr(review, "ran_by_id", None)}:
             return "You requested or ran this emergency change; another approver must review it."
         return None
-    if action in (Action.APPROVAL_QUEUE, Action.AUDITLOG_VIEW):
+    if action in (Action.APPROVAL_QUEUE, Action.AUDITLOG_VIEW, Action.SETTINGS_VIEW):
         return None if sees_everything(user) else "Only approvers and auditors may see this."
     # everything else administers the portal
     if is_admin(user):

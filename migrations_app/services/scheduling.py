@@ -110,9 +110,9 @@ def freeze_at(plan: MigrationPlan, at: datetime) -> Freeze | None:
     return max(active, key=lambda f: f.end) if active else None
 
 
-def fits_window(plan: MigrationPlan) -> bool | None:
+def fits_window(plan: MigrationPlan, window: Window | None = None) -> bool | None:
     """Whether the audit's prediction fits the plan's window (None: no window or no prediction)."""
-    window = effective_window(plan)
+    window = window or effective_window(plan)
     if window.start is None or window.end is None or plan.predicted_seconds is None:
         return None
     return plan.predicted_seconds <= (window.end - max(window.start, timezone.now())).total_seconds()
