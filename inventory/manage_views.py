@@ -13,7 +13,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from inventory.models import Host, Team, VirtualMachine
 from inventory.services import hosts as host_services
@@ -75,6 +75,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     access.check_view(request.user, Action.SETTINGS_VIEW)
     team = get_object_or_404(Team, slug=slug)

@@ -12,7 +12,7 @@ from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from inventory import jobs
 from inventory.choices import PowerState
@@ -87,6 +87,7 @@ def _usage(hosts: list[Host]) -> list[dict[str, Any]]:
 
 
 @login_required
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     hosts = list(Host.objects.all())
     visible = VirtualMachine.objects.visible_to(request.user).present()
@@ -101,6 +102,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     vms = (
@@ -166,6 +168,7 @@ def host_sync(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def vm_list(request: HttpRequest) -> HttpResponse:
     form = VMFilterForm(request.GET or None)
     vms = VirtualMachine.objects.visible_to(request.user).select_related("host", "team")
@@ -211,6 +214,7 @@ def _teams_for(user: Any) -> Any:
 
 
 @login_required
+@require_safe
 def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
     try:
         vm = VirtualMachine.objects.visible_to(request.user).select_related("host", "team").get(uuid=uuid)

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from inventory.models import Disk, Network, StoragePool, VirtualMachine
 from migrations_app.choices import (
@@ -42,6 +42,7 @@ def _plan_for(request: HttpRequest, pk: int) -> MigrationPlan:
 
 
 @login_required
+@require_safe
 def plan_list(request: HttpRequest) -> HttpResponse:
     plans = (
         MigrationPlan.objects.visible_to(request.user)
@@ -116,6 +117,7 @@ def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
 
 
 @login_required
+@require_safe
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
     items = list(

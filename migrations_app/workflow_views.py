@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from migrations_app.choices import PlanStatus, Severity
 from migrations_app.forms import AuditLogFilterForm, DecisionForm, EmergencyForm, ReviewForm
@@ -48,6 +48,7 @@ def _done(request: HttpRequest, target: Any, action: Any, success: str) -> HttpR
 
 
 @login_required
+@require_safe
 def approval_queue(request: HttpRequest) -> HttpResponse:
     """Pending plans, soonest window first, with their risk; emergency changes waiting for review."""
     access.check_view(request.user, Action.APPROVAL_QUEUE)
@@ -175,6 +176,7 @@ def _run(request: HttpRequest, pk: int) -> MigrationRun:
 
 
 @login_required
+@require_safe
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk)
     return render(
@@ -209,6 +211,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def notification_list(request: HttpRequest) -> HttpResponse:
     items = Notification.objects.filter(user=request.user).select_related("plan")
     page = Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -228,6 +231,7 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def audit_log(request: HttpRequest) -> HttpResponse:
     access.check_view(request.user, Action.AUDITLOG_VIEW)
     form = AuditLogFilterForm(request.GET or None)
