@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -147,7 +148,7 @@ def schedule(plan: MigrationPlan, *, actor: Any = None, emergency: bool = False)
         fields={"scheduled_for": start, "schedule_note": note[:300], "start_claimed_at": None},
         log={"starts at": start.isoformat()},
     )
-    transaction.on_commit(lambda: enqueue_start(plan.pk, start))
+    transaction.on_commit(partial(enqueue_start, plan.pk, start))
     return plan
 
 
@@ -184,7 +185,7 @@ def _hold(plan: MigrationPlan, until: datetime, note: str, *, tell_owners: bool 
             notifications.notify(
                 notifications.owners(plan), f"Plan “{plan.name}” is held", note, plan=plan, verb="plan.held"
             )
-        transaction.on_commit(lambda: enqueue_start(plan.pk, until))
+        transaction.on_commit(partial(enqueue_start, plan.pk, until))
 
 
 def _supersede(plan: MigrationPlan, reason: str) -> None:
