@@ -56,12 +56,23 @@ def _locked_out(
     sender: Any, request: HttpRequest | None, username: str | None, ip_address: str | None, **kw: Any
 ) -> None:
     from django.conf import settings
+    from django.utils import timezone
 
+    from migrations_app.models import AuditLogEntry
+
+    # django-axes signals again at every attempt during the lock-out; those attempts are logged as
+    # failed logins "refused because locked out", the lock-out itself once
+    cooloff = timezone.now() - settings.AXES_COOLOFF_TIME
+    name = (username or "")[:150]
+    if AuditLogEntry.objects.filter(
+        verb="auth.locked_out", target_id=name, source_address=ip_address, at__gte=cooloff
+    ).exists():
+        return
     auditlog.record_event(
         None,
         "auth.locked_out",
         "user",
-        (username or "")[:150],
+        name,
         after={
             "failures": settings.AXES_FAILURE_LIMIT,
             "locked for minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
