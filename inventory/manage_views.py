@@ -139,7 +139,9 @@ def ownership(request: HttpRequest) -> HttpResponse:
             count = host_services.assign_team(request.user, list(form.cleaned_data["vms"]), team)
             messages.success(request, f"{count} VM{'s' if count != 1 else ''} now belong to {team or 'no team'}.")
             return redirect(f"{request.path}?{request.GET.urlencode()}")
-        messages.error(request, "; ".join(e for errs in form.errors.values() for e in errs) + " Nothing was changed.")
+        messages.error(
+            request, "; ".join(str(e) for errs in form.errors.values() for e in errs) + " Nothing was changed."
+        )
     vms = VirtualMachine.objects.present().select_related("host", "team").order_by("name", "pk")
     q = request.GET.get("q", "").strip()[:100]
     if q:

@@ -165,10 +165,13 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for run in MigrationRun.objects.filter(item__plan=plan).order_by("queued_at", "pk"):
         runs[run.item_id] = run  # the latest run of each item
     for row in rows:
-        row["run"] = runs.get(row["item"].pk)
+        row["run"] = runs.get(row["item"].pk)  # type: ignore[attr-defined]
     pending = plan.status == PlanStatus.PENDING_APPROVAL
     user = request.user
     emergency = EmergencyReview.objects.filter(plan=plan).select_related("ran_by", "reviewed_by").first()
+    window = scheduling.effective_window(
+        plan, hosts={i.source_id for i in items} | {i.destination_id for i in items if i.destination_id}
+    )
     return render(
         request,
         "migrations_app/plan_detail.html",
@@ -195,13 +198,13 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "decision_form": DecisionForm(),
             "emergency_form": EmergencyForm(),
             "review_form": ReviewForm(),
-            "window": scheduling.effective_window(plan),
+            "window": window,
             "hosts": plan_services.offered_destinations().order_by("name"),
             "formats": TargetFormat.choices,
             "options_form": PlanOptionsForm(initial={f: getattr(plan, f) for f in plan_services.OPTION_FIELDS}),
             "override_form": OverrideForm(),
             "auditing": plan.status == PlanStatus.AUDITING,
-            "fits_window": scheduling.fits_window(plan),
+            "fits_window": scheduling.fits_window(plan, window),
         },
     )
 

@@ -213,7 +213,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_safe
 def notification_list(request: HttpRequest) -> HttpResponse:
-    items = Notification.objects.filter(user=request.user).select_related("plan")
+    items = Notification.objects.filter(user=request.user.pk).select_related("plan")
     page = Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "migrations_app/notifications.html", {"page": page})
 
@@ -232,7 +232,7 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_safe
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     access.check_view(request.user, Action.AUDITLOG_VIEW)
     form = AuditLogFilterForm(request.GET or None)
     filters = {k: v for k, v in (form.cleaned_data.items() if form.is_valid() else []) if v not in (None, "")}

@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import models
 from django.http import Http404
 
@@ -170,7 +170,7 @@ def get_visible_or_404(user: AnyUser, queryset: models.QuerySet[M], **lookup: An
     """The object if it exists and the user may see it; otherwise 404 (the same answer for both)."""
     try:
         obj = queryset.get(**lookup)
-    except (queryset.model.DoesNotExist, ValueError):
+    except (ObjectDoesNotExist, ValueError):
         raise Http404("No such object, or it is not one of your teams'.") from None
     if not visible(user, obj):
         raise Http404("No such object, or it is not one of your teams'.")

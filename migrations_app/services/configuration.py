@@ -41,3 +41,19 @@ def delete(actor: Any, obj: models.Model) -> None:
     with transaction.atomic():
         auditlog.record(actor, f"{obj._meta.model_name}.delete", obj, before=snapshot(obj))
         obj.delete()
+
+
+def ensure_network_mapping(actor: Any, source: Any, destination: Any, note: str = "") -> bool:
+    """Map `source` (a network on one host) to `destination` (on another) unless the source already has a
+    mapping to that host; True when one was added (audit-logged)."""
+    from migrations_app.models import NetworkMapping
+
+    access.require(actor, Action.CHANGE_CONTROL_MANAGE)
+    if source.host_id == destination.host_id:
+        raise ValueError("A mapping joins networks of two different hosts.")
+    with transaction.atomic():
+        if NetworkMapping.objects.filter(source=source, destination_host=destination.host_id).exists():
+            return False
+        mapping = NetworkMapping.objects.create(source=source, destination=destination, note=note[:200])
+        auditlog.record(actor, "networkmapping.create", mapping, after=snapshot(mapping))
+    return True

@@ -70,14 +70,16 @@ class Window:
     source: str  # in words: "the plan's own window", "change window “Sunday nights”", …
 
 
-def effective_window(plan: MigrationPlan, now: datetime | None = None) -> Window:
+def effective_window(plan: MigrationPlan, now: datetime | None = None, hosts: set[int] | None = None) -> Window:
     """The window the plan starts in: its own, else the earliest admin window (open now or next) that
-    applies to its team or hosts, else none (it starts once approved)."""
+    applies to its team or hosts, else none (it starts once approved). `hosts`: the plan's host ids, when
+    the caller has them already."""
     now = now or timezone.now()
     if plan.window_start is not None and plan.window_end is not None:
         return Window(plan.window_start, plan.window_end, "the plan's own change window")
     best: tuple[datetime, datetime, ChangeWindow] | None = None
-    for window in ChangeWindow.objects.applying_to(plan.team_id, host_ids(plan)).select_related("host", "team"):
+    hosts = host_ids(plan) if hosts is None else hosts
+    for window in ChangeWindow.objects.applying_to(plan.team_id, hosts).select_related("host", "team"):
         occurrence = window.occurrence(now)
         if occurrence is not None and (best is None or occurrence[0] < best[0]):
             best = (*occurrence, window)

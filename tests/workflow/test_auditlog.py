@@ -20,6 +20,10 @@ from tests.workflow.conftest import login, pending
 pytestmark = pytest.mark.django_db
 
 
+def read_csv(response: Any) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
 @pytest.fixture
 def entry(world: dict[str, Any]) -> AuditLogEntry:
     pending(world)
@@ -107,17 +111,11 @@ def test_auditors_filter_and_export_the_log(
     assert page.count("plan.pending_approval") == 3 and "plan.create" not in page
     response = client.get(reverse("audit_log"), {"verb": "plan.", "format": "csv"})
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))  # type: ignore[attr-defined]
+    rows = read_csv(response)
     assert len(rows) == AuditLogEntry.objects.filter(verb__startswith="plan.").count()
     assert {r["verb"] for r in rows} >= {"plan.create", "plan.pending_approval"}
     assert rows[0]["at"] >= rows[-1]["at"]  # newest first
-    exported = list(
-        csv.DictReader(
-            io.StringIO(
-                b"".join(client.get(reverse("audit_log"), {"verb": "note", "format": "csv"}).streaming_content).decode()
-            )
-        )
-    )  # type: ignore[attr-defined]
+    exported = read_csv(client.get(reverse("audit_log"), {"verb": "note", "format": "csv"}))
     assert exported[0]["comment"].startswith("'=")  # a spreadsheet shows it, it does not run it
     bad = client.get(reverse("audit_log"), {"since": "not a date"})
     assert bad.status_code == 200 and "Enter a valid date/time" in bad.content.decode()

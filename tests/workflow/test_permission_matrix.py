@@ -141,12 +141,14 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
     item = plan_a.items.select_related("vm").get()
     run = MigrationRun.objects.create(item=item, vm=item.vm, source=world["src"], destination=world["dst"], mode="live")
     Notification.objects.create(user=world["alice"], plan=plan_a, verb="plan.pending_approval", title="t")
+    from datetime import timedelta
+
     from django.utils import timezone
 
     now = timezone.now()
     settings_rows = {
-        "windows": ChangeWindow.objects.create(name="w", start=now, end=now + timezone.timedelta(hours=1)),
-        "freezes": ChangeFreeze.objects.create(name="f", start=now, end=now + timezone.timedelta(hours=1)),
+        "windows": ChangeWindow.objects.create(name="w", start=now, end=now + timedelta(hours=1)),
+        "freezes": ChangeFreeze.objects.create(name="f", start=now, end=now + timedelta(hours=1)),
         "policies": StandardChangePolicy.objects.create(name="p"),
         "approval-rules": ApprovalRule.objects.create(min_vms=10, approvers=2),
         "network-mappings": NetworkMapping.objects.get(),

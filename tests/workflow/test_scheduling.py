@@ -62,6 +62,7 @@ def test_without_a_window_of_its_own_the_next_admin_window_for_its_team_applies(
     plan = pending(world)
     approve(world, plan, django_capture_on_commit_callbacks)
     assert "payments weekly" in plan.schedule_note
+    assert plan.scheduled_for is not None
     assert abs((plan.scheduled_for - (now + timedelta(hours=3))).total_seconds()) < 1
 
 
