@@ -14,6 +14,7 @@ urlpatterns = [
     path("<int:pk>/submit/", views.plan_submit, name="plan_submit"),
     path("<int:pk>/cancel/", views.plan_cancel, name="plan_cancel"),
     path("<int:pk>/override/", views.plan_override, name="plan_override"),
+    path("<int:pk>/again/", views.plan_again, name="plan_again"),
     path("<int:pk>/decide/", workflow_views.plan_decide, name="plan_decide"),
     path("<int:pk>/emergency/", workflow_views.plan_emergency, name="plan_emergency"),
     path("<int:pk>/review/", workflow_views.plan_review, name="plan_review"),

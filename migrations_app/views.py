@@ -18,6 +18,7 @@ from migrations_app.choices import (
     CANCELLABLE_PLAN_STATES,
     EDITABLE_PLAN_STATES,
     SEVERITY_RANK,
+    TERMINAL_PLAN_STATES,
     Area,
     ChangeType,
     PlanStatus,
@@ -195,6 +196,9 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             and emergency.reviewed_at is None
             and access.allowed(user, Action.PLAN_REVIEW, plan),
             "may_cancel": plan.status in CANCELLABLE_PLAN_STATES and access.allowed(user, Action.PLAN_CANCEL, plan),
+            "may_plan_again": plan.status in TERMINAL_PLAN_STATES
+            and plan.status != PlanStatus.SUCCEEDED
+            and access.allowed(user, Action.PLAN_EDIT, plan),
             "decision_form": DecisionForm(),
             "emergency_form": EmergencyForm(),
             "review_form": ReviewForm(),
@@ -321,6 +325,20 @@ def plan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         if running
         else "Plan cancelled. Nothing was moved.",
     )
+
+
+@login_required
+@require_POST
+def plan_again(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
+    try:
+        new = plan_services.plan_again(request.user, plan)
+    except plan_services.PlanError as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+        return redirect(plan)
+    messages.success(request, f"A new draft of “{plan.name}” was made; its audit is running.")
+    return redirect(new)
 
 
 @login_required

@@ -404,6 +404,25 @@ def submit(actor: Any, plan: MigrationPlan) -> MigrationPlan:
     return plan
 
 
+def plan_again(actor: Any, plan: MigrationPlan) -> MigrationPlan:
+    """A new draft with the VMs, destinations and options of a plan that ended (sent back, rejected,
+    failed…), for its team to adjust and submit again; the change window is left for them to choose."""
+    from migrations_app.choices import TERMINAL_PLAN_STATES
+
+    access.require(actor, Action.PLAN_EDIT, plan)
+    if plan.status not in TERMINAL_PLAN_STATES:
+        raise PlanError("Only a plan that has ended can be planned again; this one is still under way.")
+    items = list(plan.items.all())
+    options = {k: v for k, v in _option_values(plan).items() if k not in ("window_start", "window_end", "name")}
+    return create_plan(
+        actor,
+        vm_ids=[i.vm_id for i in items],
+        destinations={i.vm_id: None if i.destination_auto else i.destination_id for i in items},
+        name=f"{plan.name} (again)"[:120],
+        **options,
+    )
+
+
 def cancel(actor: Any, plan: MigrationPlan) -> MigrationPlan:
     """Cancel a plan in any state that is not final (a running plan: see scheduling.cancel_plan)."""
     from migrations_app.services import scheduling

@@ -198,3 +198,22 @@ def test_hostile_comments_are_shown_as_text(client: Client, world: dict[str, Any
     login(client, world["alice"])
     page = client.get(plan.get_absolute_url()).content.decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; no" in page
+
+
+def test_the_approver_is_warned_when_the_prediction_does_not_fit_the_window(
+    client: Client, world: dict[str, Any]
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from migrations_app.models import MigrationPlan
+
+    start = timezone.now() + timedelta(hours=1)
+    plan = pending(world, window_start=start, window_end=start + timedelta(minutes=10))
+    MigrationPlan.objects.filter(pk=plan.pk).update(predicted_seconds=3600)
+    login(client, world["carol"])
+    queue = client.get(reverse("migrations_app:approval_queue")).content.decode()
+    assert "will not finish inside its window" in queue
+    page = client.get(plan.get_absolute_url()).content.decode()
+    assert "will not finish inside its window (3600 s predicted)" in page

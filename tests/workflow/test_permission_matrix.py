@@ -91,6 +91,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "migrations_app:plan_submit": {"POST": TEAM_CHANGE},
     "migrations_app:plan_cancel": {"POST": TEAM_CHANGE},
     "migrations_app:plan_override": {"POST": DECIDE},
+    "migrations_app:plan_again": {"POST": TEAM_CHANGE},
     "migrations_app:plan_decide": {"POST": DECIDE},
     "migrations_app:plan_emergency": {"POST": DECIDE},
     "migrations_app:plan_review": {"POST": DECIDE},

@@ -296,3 +296,31 @@ def test_a_scheduled_plan_can_be_cancelled_and_its_start_job_then_does_nothing(
     assert scheduling.start_due(plan.pk) == {"plan": plan.pk, "started": False, "why": "not scheduled"}
     with pytest.raises(PlanError, match="already cancelled"):
         scheduling.cancel_plan(world["alice"], plan)
+
+
+def test_the_sweep_is_registered_with_the_periodic_jobs() -> None:
+    from rq import cron
+
+    import vmportal.cron  # noqa: F401  (registers on import)
+    from migrations_app.plan_jobs import sweep_plans
+
+    assert any(entry["func"] is sweep_plans for entry in cron._job_data_registry)
+
+
+def test_a_plan_sent_back_is_planned_again_as_a_new_draft(
+    client: Client, world: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    plan = _scheduled(world, django_capture_on_commit_callbacks, vms=("pay-1", "pay-2"), max_downtime_ms=500)
+    from migrations_app.services import planstate
+
+    planstate.transition(plan, PlanStatus.SUPERSEDED, reason="RES-MEM on pay-1: no memory left.")
+    login(client, world["alice"])
+    page = client.get(plan.get_absolute_url()).content.decode()
+    assert "RES-MEM on pay-1: no memory left." in page and "Plan again" in page
+    response = client.post(reverse("migrations_app:plan_again", args=[plan.pk]))
+    new = MigrationPlan.objects.exclude(pk=plan.pk).get()
+    assert response["Location"] == new.get_absolute_url()
+    assert new.status == PlanStatus.AUDITING and new.max_downtime_ms == 500 and new.requester == world["alice"]
+    assert sorted(new.items.values_list("vm__name", flat=True)) == ["pay-1", "pay-2"]
+    assert client.post(reverse("migrations_app:plan_again", args=[new.pk]), follow=True).status_code == 200
+    assert MigrationPlan.objects.count() == 2  # a plan under way is not copied
