@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from migrations_app.choices import PlanStatus, Severity
 from migrations_app.forms import AuditLogFilterForm, DecisionForm, EmergencyForm, ReviewForm
-from migrations_app.models import Audit, CheckResult, MigrationPlan, MigrationRun, Notification
+from migrations_app.models import Audit, ChangeWindow, CheckResult, MigrationPlan, MigrationRun, Notification
 from migrations_app.services import approvals, auditlog, notifications, scheduling
 from migrations_app.services.plans import PlanError
 from vmportal import access
@@ -76,8 +76,10 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         .values_list("pk", "n")
     )
     rows = []
+    hosts = scheduling.hosts_of(ids)
+    windows = list(ChangeWindow.objects.select_related("host", "team"))
     for plan in plans:
-        window = scheduling.effective_window(plan)
+        window = scheduling.effective_window(plan, hosts=hosts.get(plan.pk, set()), windows=windows)
         fits = scheduling.fits_window(plan, window)
         rows.append(
             {

@@ -112,8 +112,8 @@ def load_recent_backups(vm_ids: list[int], max_age_s: int) -> dict[int, BackupEv
 def load_freezes(plan: MigrationPlan | None, items: list[PlanItem]) -> list[tuple[datetime, datetime]]:
     """The admins' change freezes that apply to the plan: global ones, its team's and its hosts'."""
     hosts = {i.source_id for i in items} | {i.destination_id for i in items if i.destination_id}
-    found = ChangeFreeze.objects.applying_to(plan.team_id if plan else None, hosts)
-    return list(found.values_list("start", "end"))
+    team = plan.team_id if plan else None
+    return [(f.start, f.end) for f in ChangeFreeze.objects.all() if f.applies(team, hosts)]
 
 
 @dataclass(frozen=True)

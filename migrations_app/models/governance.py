@@ -19,15 +19,6 @@ if TYPE_CHECKING:
 WEEK = timedelta(days=7)
 
 
-class ScopedPeriodQuerySet(models.QuerySet):  # type: ignore[type-arg]
-    def applying_to(self, team_id: int | None, host_ids: Iterable[int]) -> ScopedPeriodQuerySet:
-        """Global periods, the team's, and those of any of the hosts."""
-        cond = Q(scope=Scope.GLOBAL) | Q(scope=Scope.HOST, host_id__in=list(host_ids))
-        if team_id is not None:
-            cond |= Q(scope=Scope.TEAM, team_id=team_id)
-        return self.filter(cond)
-
-
 class ScopedPeriod(models.Model):
     """A named period that applies to everything, to one host or to one team."""
 
@@ -38,8 +29,6 @@ class ScopedPeriod(models.Model):
     start = models.DateTimeField()
     end = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ScopedPeriodQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -55,6 +44,15 @@ class ScopedPeriod(models.Model):
             raise ValidationError({"host": "Choose the host this applies to."})
         if self.scope == Scope.TEAM and self.team_id is None:
             raise ValidationError({"team": "Choose the team this applies to."})
+
+    def applies(self, team_id: int | None, host_ids: Iterable[int]) -> bool:
+        """Global periods apply to every plan; a team's to its plans; a host's to plans moving from or to it.
+        (Admins keep a handful of these, so callers load them all and ask each.)"""
+        if self.scope == Scope.HOST:
+            return self.host_id in set(host_ids)
+        if self.scope == Scope.TEAM:
+            return team_id is not None and self.team_id == team_id
+        return True
 
     @property
     def applies_to(self) -> str:

@@ -55,12 +55,19 @@ STALE_CLAIM = timedelta(minutes=20)
 
 
 def host_ids(plan: MigrationPlan) -> set[int]:
-    ids: set[int] = set()
-    for source, destination in plan.items.values_list("source_id", "destination_id"):
-        ids.add(source)
+    return hosts_of([plan.pk]).get(plan.pk, set())
+
+
+def hosts_of(plan_ids: list[int]) -> dict[int, set[int]]:
+    """plan id → the ids of the hosts its VMs move from or to (one query for any number of plans)."""
+    found: dict[int, set[int]] = {}
+    for plan_id, source, destination in PlanItem.objects.filter(plan_id__in=plan_ids).values_list(
+        "plan_id", "source_id", "destination_id"
+    ):
+        found.setdefault(plan_id, set()).add(source)
         if destination is not None:
-            ids.add(destination)
-    return ids
+            found[plan_id].add(destination)
+    return found
 
 
 @dataclass(frozen=True)
@@ -70,16 +77,23 @@ class Window:
     source: str  # in words: "the plan's own window", "change window “Sunday nights”", …
 
 
-def effective_window(plan: MigrationPlan, now: datetime | None = None, hosts: set[int] | None = None) -> Window:
+def effective_window(
+    plan: MigrationPlan,
+    now: datetime | None = None,
+    hosts: set[int] | None = None,
+    windows: list[ChangeWindow] | None = None,
+) -> Window:
     """The window the plan starts in: its own, else the earliest admin window (open now or next) that
-    applies to its team or hosts, else none (it starts once approved). `hosts`: the plan's host ids, when
-    the caller has them already."""
+    applies to its team or hosts, else none (it starts once approved). `hosts` (the plan's host ids) and
+    `windows` (every admin window) may be passed by a caller that has them for many plans."""
     now = now or timezone.now()
     if plan.window_start is not None and plan.window_end is not None:
         return Window(plan.window_start, plan.window_end, "the plan's own change window")
     best: tuple[datetime, datetime, ChangeWindow] | None = None
     hosts = host_ids(plan) if hosts is None else hosts
-    for window in ChangeWindow.objects.applying_to(plan.team_id, hosts).select_related("host", "team"):
+    if windows is None:
+        windows = list(ChangeWindow.objects.select_related("host", "team"))
+    for window in (w for w in windows if w.applies(plan.team_id, hosts)):
         occurrence = window.occurrence(now)
         if occurrence is not None and (best is None or occurrence[0] < best[0]):
             best = (*occurrence, window)
@@ -99,9 +113,11 @@ class Freeze:
 def freezes_for(plan: MigrationPlan) -> list[Freeze]:
     """Freezes that apply to the plan: the admins' (global, its team's, its hosts'), and those configured
     in VMPORTAL_CHANGE_FREEZES (global)."""
+    hosts = host_ids(plan)
     found = [
         Freeze(f.name, f.start, f.end, f.applies_to)
-        for f in ChangeFreeze.objects.applying_to(plan.team_id, host_ids(plan)).select_related("host", "team")
+        for f in ChangeFreeze.objects.select_related("host", "team")
+        if f.applies(plan.team_id, hosts)
     ]
     found += [Freeze("configured freeze", a, b, "everything") for a, b in getattr(settings, "CHANGE_FREEZES", [])]
     return found
