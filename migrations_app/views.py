@@ -213,7 +213,8 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success: str) -> HttpResponse:
+def _post_action(request: HttpRequest, plan: Any, action: Any, success: str) -> HttpResponse:
+    """Run a service action; its refusal becomes a message. Then back to `plan` (any redirect target)."""
     try:
         action()
     except plan_services.PlanError as exc:

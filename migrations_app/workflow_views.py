@@ -23,7 +23,7 @@ from migrations_app.choices import PlanStatus, Severity
 from migrations_app.forms import AuditLogFilterForm, DecisionForm, EmergencyForm, ReviewForm
 from migrations_app.models import Audit, ChangeWindow, CheckResult, MigrationPlan, MigrationRun, Notification
 from migrations_app.services import approvals, auditlog, notifications, scheduling
-from migrations_app.services.plans import PlanError
+from migrations_app.views import _post_action
 from vmportal import access
 from vmportal.access import Action
 
@@ -32,16 +32,6 @@ PAGE_SIZE = 50
 
 def _plan(request: HttpRequest, pk: int) -> MigrationPlan:
     return access.get_visible_or_404(request.user, MigrationPlan.objects.select_related("team", "requester"), pk=pk)
-
-
-def _done(request: HttpRequest, target: Any, action: Any, success: str) -> HttpResponse:
-    try:
-        action()
-    except PlanError as exc:
-        messages.error(request, f"{exc} Nothing was changed.")
-    else:
-        messages.success(request, success)
-    return redirect(target)
 
 
 # ---- the approval queue -----------------------------------------------------------------------------------
@@ -122,13 +112,15 @@ def plan_decide(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(target)
     comment = form.cleaned_data["comment"]
     if form.cleaned_data["decision"] == "approve":
-        return _done(
+        return _post_action(
             request,
             target,
             lambda: approvals.approve(request.user, plan, comment),
             f"You approved “{plan.name}”.",
         )
-    return _done(request, target, lambda: approvals.reject(request.user, plan, comment), f"You rejected “{plan.name}”.")
+    return _post_action(
+        request, target, lambda: approvals.reject(request.user, plan, comment), f"You rejected “{plan.name}”."
+    )
 
 
 @login_required
@@ -140,7 +132,7 @@ def plan_emergency(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Give a justification of at least 10 characters and tick the confirmation.")
         return redirect(plan)
-    return _done(
+    return _post_action(
         request,
         plan,
         lambda: approvals.run_emergency(request.user, plan, form.cleaned_data["justification"]),
@@ -158,7 +150,7 @@ def plan_review(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Write what you found in a few words. Nothing was changed.")
         return redirect(target)
-    return _done(
+    return _post_action(
         request,
         target,
         lambda: approvals.review_emergency(request.user, plan, form.cleaned_data["comment"]),
@@ -201,7 +193,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Tick the confirmation to cancel the move. Nothing was changed.")
         return redirect("migrations_app:run_detail", pk=run.pk)
-    return _done(
+    return _post_action(
         request,
         reverse("migrations_app:run_detail", args=[run.pk]),
         lambda: scheduling.cancel_run(request.user, run),
