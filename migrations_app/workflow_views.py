@@ -91,10 +91,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         "migrations_app/approval_queue.html",
         {
             "rows": rows,
-            "to_review": approvals.to_review(),
+            "to_review": [
+                (review, access.allowed(request.user, Action.PLAN_REVIEW, review.plan))
+                for review in approvals.to_review()
+            ],
             "form": DecisionForm(),
             "review_form": ReviewForm(),
-            "may_review": access.allowed(request.user, Action.PLAN_REVIEW),
         },
     )
 
