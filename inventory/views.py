@@ -7,13 +7,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from inventory import jobs
 from inventory.choices import PowerState
@@ -21,14 +20,16 @@ from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
 from inventory.models import Host, StoragePool, Team, VirtualMachine
 from inventory.permissions import is_admin, sees_everything
 from inventory.services import hosts as host_services
-from vmportal.ratelimits import over_limit, refusal
+from vmportal import access
+from vmportal.access import Action
+from vmportal.ratelimits import over_limit
+from vmportal.ratelimits import refusal as rate_refusal
 
 PAGE_SIZE = 50
 
 
-def _admin_only(request: HttpRequest) -> None:
-    if not is_admin(request.user):
-        raise PermissionDenied("Only approvers/admins may do this.")
+def _admin_only(request: HttpRequest, action: Action = Action.HOST_MANAGE) -> None:
+    access.check_view(request.user, action)
 
 
 def _raw_percent(part: int | None, whole: int | None) -> int:
@@ -88,6 +89,7 @@ def _usage(hosts: list[Host]) -> list[dict[str, Any]]:
 
 
 @login_required
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     hosts = list(Host.objects.all())
     visible = VirtualMachine.objects.visible_to(request.user).present()
@@ -102,6 +104,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def host_detail(request: HttpRequest, name: str) -> HttpResponse:
     host = get_object_or_404(Host, name=name)
     vms = (
@@ -145,7 +148,7 @@ def host_test_connection(request: HttpRequest, name: str) -> HttpResponse:
     _admin_only(request)
     host = get_object_or_404(Host, name=name)
     if over_limit(request, "host-test"):
-        return refusal(request, "host-test")
+        return rate_refusal(request, "host-test")
     report = host_services.probe_host(host)
     if report.ok:
         messages.success(
@@ -169,6 +172,7 @@ def host_sync(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def vm_list(request: HttpRequest) -> HttpResponse:
     form = VMFilterForm(request.GET or None)
     vms = VirtualMachine.objects.visible_to(request.user).select_related("host", "team")
@@ -214,6 +218,7 @@ def _teams_for(user: Any) -> Any:
 
 
 @login_required
+@require_safe
 def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
     try:
         vm = VirtualMachine.objects.visible_to(request.user).select_related("host", "team").get(uuid=uuid)
@@ -239,8 +244,8 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def vm_assign_team(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
-    _admin_only(request)
-    vm = get_object_or_404(VirtualMachine, uuid=uuid)
+    vm = access.get_visible_or_404(request.user, VirtualMachine.objects.all(), uuid=uuid)
+    _admin_only(request, Action.OWNERSHIP_MANAGE)
     form = AssignTeamForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose an existing team.")

@@ -48,6 +48,27 @@ TERMINAL_PLAN_STATES = frozenset(
 )
 
 
+#: plans that can still be cancelled (every state that is not terminal)
+CANCELLABLE_PLAN_STATES = frozenset(set(PlanStatus) - TERMINAL_PLAN_STATES)
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve", "Approved"
+    REJECT = "reject", "Rejected"
+
+
+class ApprovalKind(models.TextChoices):
+    MANUAL = "manual", "By an approver"
+    STANDARD = "standard", "Automatically, by a standard-change policy"
+    EMERGENCY = "emergency", "Emergency change, run at once by an approver"
+
+
+class Scope(models.TextChoices):
+    GLOBAL = "global", "Everything"
+    HOST = "host", "One host"
+    TEAM = "team", "One team"
+
+
 class Mode(models.TextChoices):
     AUTO = "auto", "Auto (live whenever the audit allows it)"
     LIVE = "live", "Live"

@@ -1,6 +1,7 @@
 """The one place that writes run progress and state changes and publishes them to the channel layer.
 
-Every message goes to the group `migration-run-<id>`; consumers (a later concern) only authorise,
+Run messages go to the group `migration-run-<id>`, plan state changes to `migration-plan-<id>` and
+new notifications to `notifications-user-<id>`; consumers (a later concern) only authorise,
 subscribe and forward. A channel layer that is down never stops a migration: publishing failures are
 logged and the durable rows stay the source of truth.
 """
@@ -29,15 +30,20 @@ def group_name(run_id: int) -> str:
 
 def publish(run_id: int, kind: str, payload: dict[str, Any]) -> None:
     """Send one message to the run's group after the surrounding transaction commits."""
+    publish_group(group_name(run_id), f"run.{kind}", {"run": run_id, **payload})
+
+
+def publish_group(group: str, message_type: str, payload: dict[str, Any]) -> None:
+    """Send one message to a group (a run's, a plan's, a user's notifications) after commit."""
 
     def send() -> None:
         layer = get_channel_layer()
         if layer is None:
             return
         try:
-            async_to_sync(layer.group_send)(group_name(run_id), {"type": f"run.{kind}", "run": run_id, **payload})
+            async_to_sync(layer.group_send)(group, {"type": message_type, **payload})
         except Exception:  # the channel layer is best effort; the database row is the record
-            log.warning("publishing %s for run %s failed", kind, run_id, exc_info=True)
+            log.warning("publishing %s to %s failed", message_type, group, exc_info=True)
 
     transaction.on_commit(send)
 

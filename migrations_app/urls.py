@@ -1,6 +1,6 @@
 from django.urls import path
 
-from migrations_app import views
+from migrations_app import views, workflow_views
 
 app_name = "migrations_app"
 
@@ -14,4 +14,11 @@ urlpatterns = [
     path("<int:pk>/submit/", views.plan_submit, name="plan_submit"),
     path("<int:pk>/cancel/", views.plan_cancel, name="plan_cancel"),
     path("<int:pk>/override/", views.plan_override, name="plan_override"),
+    path("<int:pk>/again/", views.plan_again, name="plan_again"),
+    path("<int:pk>/decide/", workflow_views.plan_decide, name="plan_decide"),
+    path("<int:pk>/emergency/", workflow_views.plan_emergency, name="plan_emergency"),
+    path("<int:pk>/review/", workflow_views.plan_review, name="plan_review"),
+    path("approvals/", workflow_views.approval_queue, name="approval_queue"),
+    path("runs/<int:pk>/", workflow_views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/cancel/", workflow_views.run_cancel, name="run_cancel"),
 ]

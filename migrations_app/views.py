@@ -11,15 +11,28 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
-from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
-from inventory.permissions import can_write, is_admin, sees_everything
+from inventory.models import Disk, Network, StoragePool, VirtualMachine
+from inventory.permissions import sees_everything
 from migrations_app.checks.registry import evidence_for
-from migrations_app.choices import EDITABLE_PLAN_STATES, SEVERITY_RANK, Area, PlanStatus, Severity, TargetFormat
-from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
-from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
+from migrations_app.choices import (
+    CANCELLABLE_PLAN_STATES,
+    EDITABLE_PLAN_STATES,
+    SEVERITY_RANK,
+    TERMINAL_PLAN_STATES,
+    Area,
+    ChangeType,
+    PlanStatus,
+    Severity,
+    TargetFormat,
+)
+from migrations_app.forms import DecisionForm, EmergencyForm, OverrideForm, PlanCreateForm, PlanOptionsForm, ReviewForm
+from migrations_app.models import CheckResult, EmergencyReview, MigrationPlan, MigrationRun, PlanItem, Prediction
 from migrations_app.services import plans as plan_services
+from migrations_app.services import scheduling
+from vmportal import access
+from vmportal.access import Action
 from vmportal.ratelimits import over_limit, refusal
 
 PAGE_SIZE = 50
@@ -33,6 +46,7 @@ def _plan_for(request: HttpRequest, pk: int) -> MigrationPlan:
 
 
 @login_required
+@require_safe
 def plan_list(request: HttpRequest) -> HttpResponse:
     plans = (
         MigrationPlan.objects.visible_to(request.user)
@@ -46,6 +60,7 @@ def plan_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def plan_create(request: HttpRequest) -> HttpResponse:
+    access.check_view(request.user, Action.PLAN_CREATE)
     visible = VirtualMachine.objects.visible_to(request.user).present().select_related("host", "team")
     if request.method == "POST":
         form = PlanCreateForm(request.POST)
@@ -108,6 +123,7 @@ def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
 
 
 @login_required
+@require_safe
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
     items = list(
@@ -153,7 +169,18 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             }
         )
     blocks = plan_services.uncovered_blocks(plan, audit) if audit and audit.status == "done" else []
-    editable = plan.status in EDITABLE_PLAN_STATES
+    editable = plan.status in EDITABLE_PLAN_STATES and access.allowed(request.user, Action.PLAN_EDIT, plan)
+    runs: dict[int, MigrationRun] = {}
+    for run in MigrationRun.objects.filter(item__plan=plan).order_by("queued_at", "pk"):
+        runs[run.item_id] = run  # the latest run of each item
+    for row in rows:
+        row["run"] = runs.get(row["item"].pk)  # type: ignore[attr-defined]
+    pending = plan.status == PlanStatus.PENDING_APPROVAL
+    user = request.user
+    emergency = EmergencyReview.objects.filter(plan=plan).select_related("ran_by", "reviewed_by").first()
+    window = scheduling.effective_window(
+        plan, hosts={i.source_id for i in items} | {i.destination_id for i in items if i.destination_id}
+    )
     return render(
         request,
         "migrations_app/plan_detail.html",
@@ -164,25 +191,38 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "groups": _group_results(results),
             "blocks": blocks,
             "editable": editable,
-            "can_override": is_admin(request.user) and request.user.pk != plan.requester_id and bool(blocks),
+            "can_override": bool(blocks) and access.allowed(user, Action.PLAN_OVERRIDE, plan),
             "overrides": plan.overrides.select_related("admin"),
-            "hosts": Host.objects.filter(enabled=True, maintenance=False).order_by("name"),
+            "approvals": plan.approvals.select_related("approver", "policy"),
+            "may_decide": pending and access.allowed(user, Action.PLAN_APPROVE, plan),
+            "decide_refusal": access.refusal(user, Action.PLAN_APPROVE, plan) if pending else None,
+            "may_emergency": pending
+            and plan.change_type == ChangeType.EMERGENCY
+            and access.allowed(user, Action.PLAN_EMERGENCY, plan),
+            "emergency": emergency,
+            "may_review": emergency is not None
+            and emergency.reviewed_at is None
+            and access.allowed(user, Action.PLAN_REVIEW, plan),
+            "may_cancel": plan.status in CANCELLABLE_PLAN_STATES and access.allowed(user, Action.PLAN_CANCEL, plan),
+            "may_plan_again": plan.status in TERMINAL_PLAN_STATES
+            and plan.status != PlanStatus.SUCCEEDED
+            and access.allowed(user, Action.PLAN_EDIT, plan),
+            "decision_form": DecisionForm(),
+            "emergency_form": EmergencyForm(),
+            "review_form": ReviewForm(),
+            "window": window,
+            "hosts": plan_services.offered_destinations().order_by("name"),
             "formats": TargetFormat.choices,
             "options_form": PlanOptionsForm(initial={f: getattr(plan, f) for f in plan_services.OPTION_FIELDS}),
             "override_form": OverrideForm(),
             "auditing": plan.status == PlanStatus.AUDITING,
-            "fits_window": _fits_window(plan),
+            "fits_window": scheduling.fits_window(plan, window),
         },
     )
 
 
-def _fits_window(plan: MigrationPlan) -> bool | None:
-    if plan.window_start is None or plan.window_end is None or plan.predicted_seconds is None:
-        return None
-    return plan.predicted_seconds <= (plan.window_end - plan.window_start).total_seconds()
-
-
-def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success: str) -> HttpResponse:
+def _post_action(request: HttpRequest, plan: Any, action: Any, success: str) -> HttpResponse:
+    """Run a service action; its refusal becomes a message. Then back to `plan` (any redirect target)."""
     try:
         action()
     except plan_services.PlanError as exc:
@@ -196,6 +236,7 @@ def _post_action(request: HttpRequest, plan: MigrationPlan, action: Any, success
 @require_POST
 def plan_update_item(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     try:
         item = plan.items.select_related("vm", "destination", "plan__team").get(pk=item_id)
     except PlanItem.DoesNotExist:
@@ -234,6 +275,7 @@ def plan_update_item(request: HttpRequest, pk: int, item_id: int) -> HttpRespons
 @require_POST
 def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     form = PlanOptionsForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
@@ -251,7 +293,8 @@ def plan_update_options(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
-    if can_write(request.user) and over_limit(request, "plan-audit"):
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
+    if over_limit(request, "plan-audit"):
         return refusal(request, "plan-audit")
     return _post_action(request, plan, lambda: plan_services.reaudit(request.user, plan), "The audit runs again.")
 
@@ -260,6 +303,7 @@ def plan_reaudit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_submit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
     return _post_action(
         request,
         plan,
@@ -272,18 +316,41 @@ def plan_submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def plan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_CANCEL, plan)
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Tick the confirmation to cancel the plan. Nothing was changed.")
         return redirect(plan)
+    running = plan.status == PlanStatus.RUNNING
     return _post_action(
-        request, plan, lambda: plan_services.cancel(request.user, plan), "Plan cancelled. Nothing was moved."
+        request,
+        plan,
+        lambda: plan_services.cancel(request.user, plan),
+        "Cancel requested: VMs not yet moving will not move, moves under way are aborted (a VM already switching "
+        "over finishes its move)."
+        if running
+        else "Plan cancelled. Nothing was moved.",
     )
+
+
+@login_required
+@require_POST
+def plan_again(request: HttpRequest, pk: int) -> HttpResponse:
+    plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_EDIT, plan)
+    try:
+        new = plan_services.plan_again(request.user, plan)
+    except plan_services.PlanError as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+        return redirect(plan)
+    messages.success(request, f"A new draft of “{plan.name}” was made; its audit is running.")
+    return redirect(new)
 
 
 @login_required
 @require_POST
 def plan_override(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
+    access.check_view(request.user, Action.PLAN_OVERRIDE, plan)
     form = OverrideForm(request.POST)
     if not form.is_valid():
         messages.error(

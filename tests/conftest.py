@@ -38,6 +38,7 @@ def lab() -> dict[str, Any]:
 from tests.labguests import lab_guests  # noqa: E402,F401  (fixture)
 
 
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: a session without lab tests does not wait
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """A session that will drive the lab waits for it to be free first (outside any test's timeout), then
     shares PostgreSQL and Redis with the other sessions (in this order: see tests.base.services_to_myself)."""

@@ -14,3 +14,7 @@ cron.register(reconcile_runs, "default", interval=60, job_timeout=300)
 from migrations_app.jobs import prune_backups  # noqa: E402  (kept beside its registration)
 
 cron.register(prune_backups, "default", interval=3600, job_timeout=600)
+
+from migrations_app.plan_jobs import sweep_plans  # noqa: E402  (kept beside its registration)
+
+cron.register(sweep_plans, "default", interval=60, job_timeout=900)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_ratelimit",
     "csp",
+    "axes",
     "inventory",
     "migrations_app",
 ]
@@ -84,6 +85,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # the request's source address for audit-log rows written by the services it calls
+    "vmportal.middleware.AuditContextMiddleware",
+    # last, as django-axes requires: turns a locked-out login into its lock-out page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "vmportal.urls"
@@ -101,6 +106,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "inventory.context_processors.roles",
+                "migrations_app.context_processors.notifications",
             ],
         },
     },
@@ -165,6 +171,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login rate limit (django-axes): after this many failed logins for one user name from one address the
+# pair is locked out for the cool-off time; every lock-out is written to the audit log.
+AUTHENTICATION_BACKENDS = [
+    "vmportal.auth.LoginRateLimitBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("VMPORTAL_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("VMPORTAL_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "inventory:dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -213,6 +231,26 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 CSRF_FAILURE_VIEW = "vmportal.views.csrf_failure"
 if env_bool("VMPORTAL_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # the client address (login rate limit, audit log) is the one the proxy saw
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
+# --- Mail (notifications) -------------------------------------------------------------------------
+EMAIL_BACKEND = env_str(
+    "VMPORTAL_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("VMPORTAL_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("VMPORTAL_EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("VMPORTAL_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("VMPORTAL_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("VMPORTAL_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("VMPORTAL_EMAIL_FROM", "vmportal <vmportal@localhost>")
+# Links in mails point here (the address people open the portal at).
+PORTAL_URL = env_str("VMPORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
+if not PORTAL_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("VMPORTAL_URL must start with http:// or https://.")
 
 # --- Internationalisation -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -262,6 +300,9 @@ for _freeze in env_list("VMPORTAL_CHANGE_FREEZES", []):
     if _start.tzinfo is None or _end.tzinfo is None or _end <= _start:
         raise ImproperlyConfigured(f"VMPORTAL_CHANGE_FREEZES: {_freeze!r} needs time zones and an end after its start.")
     CHANGE_FREEZES.append((_start, _end))
+# A plan whose start job has not run this many seconds after its time is started by the periodic sweep
+# (workers were down, or Redis lost the scheduled job): a scheduled plan never waits silently.
+SCHEDULE_GRACE_SECONDS = env_int("VMPORTAL_SCHEDULE_GRACE_SECONDS", 120, minimum=10)
 # --- Migration runs and backups ----------------------------------------------------------------------
 # How long a run stays owned by its worker without a heartbeat (renewed about twice a second).
 RUN_LEASE_SECONDS = env_int("VMPORTAL_RUN_LEASE_SECONDS", 30, minimum=3)
@@ -283,5 +324,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # django-axes logs every login at INFO; lock-outs and failed logins are in the audit log already
+    "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }

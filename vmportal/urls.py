@@ -11,6 +11,7 @@ from django.urls import URLPattern, include, path
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from inventory.permissions import is_admin
+from migrations_app import workflow_views
 
 
 def admins_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -38,5 +39,9 @@ urlpatterns = [
     path("admin/rq/", include((_queue_pages(), "django_rq"))),
     path("admin/", admin.site.urls),
     path("plans/", include("migrations_app.urls")),
+    path("manage/", include("vmportal.manage_urls")),
+    path("notifications/", workflow_views.notification_list, name="notifications"),
+    path("notifications/read/", workflow_views.notifications_read, name="notifications_read"),
+    path("audit-log/", workflow_views.audit_log, name="audit_log"),
     path("", include("inventory.urls")),
 ]

@@ -51,6 +51,8 @@ def create_demo_accounts(reset_passwords: bool = False) -> list[DemoAccount]:
     accounts = []
     for username, role, membership in DEMO_USERS:
         user, created = user_model.objects.get_or_create(username=username)
+        if not user.email:
+            user.email = f"{username}@example.com"  # notification mails (the console backend in development)
         password = None
         if created or reset_passwords:
             password = secrets.token_urlsafe(12)

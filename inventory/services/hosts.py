@@ -116,7 +116,9 @@ def probe_host(host: Host) -> ConnectionReport:
 
 def assign_team(actor: Any, vms: list[VirtualMachine], team: Team | None) -> int:
     """Admins assign VMs to a team (or clear it); wins over metadata tags from then on."""
-    require_admin(actor, "assign teams")
+    from vmportal import access
+
+    access.require(actor, access.Action.OWNERSHIP_MANAGE)
     changed = 0
     with transaction.atomic():
         for vm in vms:

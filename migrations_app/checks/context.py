@@ -23,7 +23,7 @@ from inventory.hypervisor.facts import CpuComparison, DomainSummary, FactsReader
 from inventory.hypervisor.types import DiskInfo
 from inventory.models import Disk, Host, StoragePool, VirtualMachine
 from migrations_app.choices import ACTIVE_PLAN_STATES, APPROVED_PLAN_STATES, TargetFormat
-from migrations_app.models import MigrationPlan, PlanItem, Prediction
+from migrations_app.models import ChangeFreeze, MigrationPlan, PlanItem, Prediction
 
 from .registry import DESTINATION, GUEST, SOURCE
 
@@ -107,6 +107,13 @@ def load_recent_backups(vm_ids: list[int], max_age_s: int) -> dict[int, BackupEv
                 taken_at=row["created_at"], location=f"{row['host__name'] or '?'}/{row['pool'] or '?'}"
             )
     return found
+
+
+def load_freezes(plan: MigrationPlan | None, items: list[PlanItem]) -> list[tuple[datetime, datetime]]:
+    """The admins' change freezes that apply to the plan: global ones, its team's and its hosts'."""
+    hosts = {i.source_id for i in items} | {i.destination_id for i in items if i.destination_id}
+    team = plan.team_id if plan else None
+    return [(f.start, f.end) for f in ChangeFreeze.objects.all() if f.applies(team, hosts)]
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ class AuditEnvironment:
                 {"plan": other["plan_id"], "name": other["plan__name"], "status": other["plan__status"]}
             )
         self.backups = load_recent_backups(vm_ids, self.backup_max_age)
+        self.freezes = list(getattr(settings, "CHANGE_FREEZES", [])) + load_freezes(self.plan, self.items)
 
     def load_disk_users(self, paths: set[str]) -> None:
         """Which VMs use these disk images (for shareable disks)."""

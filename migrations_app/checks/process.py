@@ -86,12 +86,22 @@ def window(ctx: CheckContext) -> Outcome:
     plan, now = ctx.plan, ctx.env.now
     start = plan.window_start if plan else None
     end = plan.window_end if plan else None
-    span_start, span_end = (start, end) if start and end else (now, now)
+    # only what is still ahead counts: a freeze that ended before now no longer matters
+    span_start, span_end = (max(start, now), end) if start and end else (now, now)
     frozen = _overlaps(span_start, span_end, ctx.env.freezes) or [
         (a, b) for a, b in ctx.env.freezes if a <= span_start < b
     ]
     source: dict[str, Any] = {"window": [start.isoformat(), end.isoformat()] if start and end else None}
     destination = {"freezes": [[a.isoformat(), b.isoformat()] for a, b in ctx.env.freezes]}
+    if frozen and plan is not None and plan.change_type == "emergency":
+        a, b = frozen[0]
+        return warn(
+            f"The change falls in a change freeze ({a:%Y-%m-%d %H:%M} – {b:%Y-%m-%d %H:%M}); as an emergency change "
+            "an approver may still run it, and it is reviewed afterwards.",
+            source,
+            destination,
+            "Run it only if it cannot wait for the end of the freeze.",
+        )
     if frozen:
         a, b = frozen[0]
         return block(

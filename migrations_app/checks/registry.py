@@ -112,10 +112,7 @@ def run_check(check: Check, ctx: CheckContext) -> Outcome:
     """Run one check; missing facts or a host error become `warn` with the reason (never `block`)."""
     missing = ctx.missing(check.needs)
     if missing:
-        return warn(
-            f"Cannot decide: {missing}",
-            remediation="Make the host reachable (or re-sync the inventory) and run the audit again.",
-        )
+        return warn(f"Cannot decide: {missing}", remediation=_remedy_missing(ctx, check.needs))
     try:
         return check.func(ctx)
     except HypervisorError as exc:
@@ -125,6 +122,23 @@ def run_check(check: Check, ctx: CheckContext) -> Outcome:
             destination={"error": exc.raw or exc.message},
             remediation="Run the audit again once the host answers.",
         )
+
+
+def _remedy_missing(ctx: CheckContext, needs: frozenset[str]) -> str:
+    """Advice that fits why the facts are missing (in the order `CheckContext.missing` looks)."""
+    if (SOURCE in needs or GUEST in needs) and ctx.source_facts is None:
+        return f"Make {ctx.source.name} reachable again (Test connection on its page) and run the audit again."
+    if GUEST in needs and ctx.guest is None:
+        return f"Sync {ctx.source.name} to find where the VM went, then plan its move again."
+    if ctx.destination is None:
+        return (
+            "Choose a destination host for this VM, or fix what turned each host down (shown with the VM) "
+            "and let the portal choose again."
+        )
+    return (
+        f"Make {ctx.destination.name} reachable again (Test connection on its page), or choose another destination, "
+        "and run the audit again."
+    )
 
 
 def evaluate(ctx: CheckContext, checks: list[Check] | None = None) -> dict[str, tuple[Check, Outcome]]:

@@ -117,12 +117,7 @@ def hosts(ctx: CheckContext) -> Outcome:
     if ctx.source_facts is None:
         problems.append(f"the source {src} cannot be reached ({ctx.env.host_errors.get(src.pk, '')})")
     if dest is None:
-        return block(
-            "No destination host passes the hard checks for this VM.",
-            source,
-            None,
-            "Choose a destination by hand, or free resources on a host and run the audit again.",
-        )
+        return _no_destination(ctx, source)
     destination = {
         "host": dest.name,
         "enabled": dest.enabled,
@@ -146,6 +141,31 @@ def hosts(ctx: CheckContext) -> Outcome:
     if dest.reachability == Reachability.UNREACHABLE:
         destination["note"] = "the last sync could not reach it; it answers now"
     return passed(f"{src} and {dest} are reachable; {dest} accepts VMs.", source, destination)
+
+
+def _no_destination(ctx: CheckContext, source: dict[str, object]) -> Outcome:
+    """No destination: say which check turned each host down, and give those checks' own advice."""
+    rejected = list(getattr(ctx.item, "destination_rejections", None) or [])
+    if ctx.item is not None and not ctx.item.destination_auto:
+        return block("No destination host is chosen for this VM.", source, None, "Choose a destination host.")
+    reasons, advice = [], []
+    for entry in rejected:
+        checks = entry.get("checks", [])
+        why = "; ".join(sorted({f"{c['check']}: {c['message']}" for c in checks})) or entry.get("why", "")
+        reasons.append(f"{entry['host']} — {why}")
+        for c in checks:
+            if c.get("remediation") and c["remediation"] not in advice:
+                advice.append(c["remediation"])
+        if entry.get("why", "").startswith("unreachable") and "Bring the unreachable hosts back." not in advice:
+            advice.append("Bring the unreachable hosts back.")
+    message = "No destination host passes the hard checks for this VM"
+    message += (": " + " | ".join(reasons) + ".") if reasons else "; there is no other enabled host."
+    return block(
+        message,
+        source,
+        {"hosts turned down": rejected},
+        " ".join(advice) + " Or choose a destination by hand." if advice else "Register or enable another host.",
+    )
 
 
 @register("RES-NAME", Area.RESOURCES, needs=(DESTINATION,), destination=True)

@@ -12,7 +12,8 @@ class AuditLogEntry(models.Model):
     """One state change: who did what to which object, with the values before and after.
 
     Rows are only ever inserted (through `migrations_app.services.auditlog.record`); saving an
-    existing row or deleting one raises, and the admin shows them read-only.
+    existing row or deleting one raises, the admin shows them read-only, and the database itself refuses
+    UPDATE and DELETE of a row (a trigger, migration 0006).
     """
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -27,6 +28,7 @@ class AuditLogEntry(models.Model):
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
     comment = models.TextField(blank=True)
+    source_address = models.GenericIPAddressField(null=True, blank=True, help_text="Where the request came from.")
 
     class Meta:
         ordering = ["-at", "-id"]

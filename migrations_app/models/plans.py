@@ -67,9 +67,26 @@ class MigrationPlan(models.Model):
         default=120, validators=[MinValueValidator(5), MaxValueValidator(3600)]
     )
     allow_force_off = models.BooleanField(default=False, help_text="Power the VM off if it does not shut down in time.")
+    stop_on_failure = models.BooleanField(
+        default=False, help_text="A failed VM stops the VMs of the plan that have not started yet."
+    )
 
     predicted_seconds = models.FloatField(null=True, blank=True)
     predicted_downtime_ms = models.FloatField(null=True, blank=True)
+
+    # the workflow (migrations_app.services.planstate is the only writer of `status`)
+    status_reason = models.TextField(blank=True, help_text="Why the plan is in its state, in words.")
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    approved_audit = models.ForeignKey(
+        "migrations_app.Audit", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True, help_text="When the scheduler starts the plan.")
+    start_claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="A scheduler took the start (re-audit under way) at this time."
+    )
+    schedule_note = models.CharField(max_length=300, blank=True)
+    cancel_requested = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -101,6 +118,10 @@ class PlanItem(models.Model):
     destination = models.ForeignKey("inventory.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     destination_auto = models.BooleanField(default=False, help_text="The portal chose the destination.")
     destination_reason = models.CharField(max_length=300, blank=True)
+    start_error = models.TextField(blank=True, help_text="Why no run could be started for this VM.")
+    destination_rejections = models.JSONField(
+        default=list, blank=True, help_text='Hosts the portal did not choose: [{"host": …, "why": …}, …].'
+    )
     mode = models.CharField(
         max_length=8, choices=Mode.choices, blank=True, help_text="The resolved mode (live or cold)."
     )

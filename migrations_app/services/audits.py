@@ -31,8 +31,9 @@ from inventory.hypervisor import HypervisorError
 from inventory.hypervisor.facts import FactsReader, GuestFacts, HostFacts
 from inventory.models import Disk, Host, VirtualMachine
 from migrations_app.checks import REGISTRY, AuditEnvironment, Check, CheckContext, Outcome, blocking, evaluate, worst
-from migrations_app.choices import AuditStatus, Mode, PlanStatus
+from migrations_app.choices import AuditStatus, Mode, PlanStatus, Severity
 from migrations_app.models import Audit, CheckResult, MigrationPlan, PlanItem, Prediction
+from migrations_app.services import planstate
 from migrations_app.services.plans import default_network_map, default_storage_map, latest_audit, uncovered_blocks
 from vmportal.db import insert_many
 
@@ -75,21 +76,41 @@ def _modes(mode: str) -> list[str]:
     return [Mode.LIVE, Mode.COLD] if mode == Mode.AUTO else [mode]
 
 
-def _candidates(env: AuditEnvironment, vm: VirtualMachine, mode: str, item: PlanItem | None = None) -> list[Candidate]:
+def _candidates(
+    env: AuditEnvironment,
+    vm: VirtualMachine,
+    mode: str,
+    item: PlanItem | None = None,
+    rejected: list[dict[str, Any]] | None = None,
+) -> list[Candidate]:
+    """Hosts passing every hard check, best headroom first; `rejected` collects why each other host is not."""
     hard = _hard_checks()
     found = []
+    refused = rejected if rejected is not None else []
     for host in sorted(env.hosts.values(), key=lambda h: h.name):
-        if host.pk == vm.host_id or not host.enabled or host.maintenance:
+        if host.pk == vm.host_id:
+            continue
+        if not host.enabled or host.maintenance:
+            refused.append({"host": host.name, "why": "disabled" if not host.enabled else "in maintenance"})
             continue
         facts = env.host_facts(host)
         if facts is None:
+            refused.append({"host": host.name, "why": f"unreachable: {env.host_errors.get(host.pk, '')}".strip()})
             continue
         network_map, storage_map = default_network_map(vm, host), default_storage_map(vm, host)
+        blocks: list[dict[str, str]] = []
         for candidate_mode in _modes(mode):
             ctx = CheckContext(env, vm, candidate_mode, host, item, network_map, storage_map)
-            if not blocking(evaluate(ctx, hard)):
+            results = evaluate(ctx, hard)
+            if not blocking(results):
                 break
+            blocks += [
+                {"check": cid, "mode": candidate_mode, "message": out.message, "remediation": out.remediation}
+                for cid, (_c, out) in sorted(results.items())
+                if out.severity == Severity.BLOCK
+            ]
         else:
+            refused.append({"host": host.name, "why": "fails a hard check", "checks": blocks})
             continue
         load = env.plan_load_to(host.pk, item)
         inbound = sum(m.memory for m in env.inbound_to(host.pk)) + load.memory
@@ -194,7 +215,7 @@ def _errored(audit: Audit, message: str) -> None:
         newest = latest_audit(audit.plan)
         if newest is not None and newest.pk == audit.pk:
             # Nothing was decided: the owner may edit or re-run; submitting needs a finished audit anyway.
-            MigrationPlan.objects.filter(pk=audit.plan_id, status=PlanStatus.AUDITING).update(status=PlanStatus.DRAFT)
+            planstate.transition_if(audit.plan, PlanStatus.AUDITING, PlanStatus.DRAFT, reason=message)
 
 
 @dataclass
@@ -286,7 +307,9 @@ def _run(audit: Audit) -> dict[str, object]:
             p.audit = audit
         Prediction.objects.bulk_create(predictions, batch_size=2000)
         PlanItem.objects.bulk_update(
-            items, ["destination", "destination_reason", "mode", "network_map", "storage_map"], batch_size=500
+            items,
+            ["destination", "destination_reason", "destination_rejections", "mode", "network_map", "storage_map"],
+            batch_size=500,
         )
         audit.worst = worst(severities)
         audit.status = AuditStatus.DONE
@@ -318,10 +341,25 @@ def _run(audit: Audit) -> dict[str, object]:
     }
 
 
+def rejections_text(rejected: list[dict[str, Any]]) -> str:
+    """ "h2: NET-MAPPED (live, cold); h3: unreachable" — which check turned each host down."""
+    parts = []
+    for entry in rejected:
+        checks: dict[str, list[str]] = {}
+        for block in entry.get("checks", []):
+            checks.setdefault(block["check"], []).append(block["mode"])
+        why = ", ".join(f"{cid} ({', '.join(modes)})" for cid, modes in checks.items()) or entry["why"]
+        parts.append(f"{entry['host']}: {why}")
+    return "; ".join(parts)
+
+
 def _choose_destination(env: AuditEnvironment, item: PlanItem, plan_mode: str) -> None:
-    candidates = _candidates(env, item.vm, plan_mode, item)
+    rejected: list[dict[str, Any]] = []
+    candidates = _candidates(env, item.vm, plan_mode, item, rejected)
+    item.destination_rejections = rejected
     if not candidates:
-        item.destination_reason = "No host passes the hard checks for this VM."
+        reasons = rejections_text(rejected) or "there is no other host"
+        item.destination_reason = f"No host passes the hard checks: {reasons}."[:300]
         return
     best = candidates[0]
     env.destinations_changed()
@@ -357,8 +395,6 @@ def _set_plan_status(plan: MigrationPlan, audit: Audit) -> str:
     if newest is None or newest.pk != audit.pk:
         return MigrationPlan.objects.values_list("status", flat=True).get(pk=plan.pk)
     status = PlanStatus.BLOCKED if uncovered_blocks(plan, audit) else PlanStatus.READY
-    updated = MigrationPlan.objects.filter(pk=plan.pk, status=PlanStatus.AUDITING).update(status=status)
-    if updated:
-        plan.status = status
+    if planstate.transition_if(plan, PlanStatus.AUDITING, status):
         return status
     return MigrationPlan.objects.values_list("status", flat=True).get(pk=plan.pk)

@@ -13,8 +13,9 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
+from inventory.choices import Reachability
 from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
-from inventory.permissions import is_admin, is_auditor
+from inventory.permissions import is_admin
 from migrations_app.choices import (
     EDITABLE_PLAN_STATES,
     ChangeType,
@@ -26,7 +27,9 @@ from migrations_app.choices import (
     TargetFormat,
 )
 from migrations_app.models import Audit, CheckResult, MigrationPlan, NetworkMapping, Override, PlanItem
-from migrations_app.services import auditlog
+from migrations_app.services import auditlog, planstate
+from vmportal import access
+from vmportal.access import Action
 
 MAX_PLAN_ITEMS = 500
 
@@ -46,6 +49,7 @@ OPTION_FIELDS = (
     "fresh_backup",
     "shutdown_timeout_s",
     "allow_force_off",
+    "stop_on_failure",
 )
 
 
@@ -105,11 +109,19 @@ def _vm_queryset(user: Any) -> Any:
     )
 
 
+def offered_destinations() -> Any:
+    """Hosts offered as destinations: enabled, not in maintenance, and not known to be unreachable."""
+    return Host.objects.filter(enabled=True, maintenance=False).exclude(reachability=Reachability.UNREACHABLE)
+
+
 def _check_destination(destination: Host) -> None:
     if not destination.enabled:
         raise PlanError(f"Host {destination.name} is disabled and cannot receive VMs.")
     if destination.maintenance:
         raise PlanError(f"Host {destination.name} is in maintenance and cannot receive VMs.")
+    if destination.reachability == Reachability.UNREACHABLE:
+        detail = f" ({destination.last_error})" if destination.last_error else ""
+        raise PlanError(f"Host {destination.name} could not be reached at its last sync{detail}; choose another.")
 
 
 def _clean_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -200,13 +212,12 @@ def create_plan(
                 storage_map=default_storage_map(vm, dest) if dest else {},
             )
         auditlog.record(requester, "plan.create", plan, after={"vms": [vm.name for vm in vms], **_option_values(plan)})
-        request_audit(plan, reason="create")
+        request_audit(plan, reason="create", actor=requester)
     return plan
 
 
 def _may_plan(user: Any) -> None:
-    if is_auditor(user) and not is_admin(user):
-        raise PlanError("Auditors have read-only access and cannot plan or change moves.")
+    access.require(user, Action.PLAN_CREATE)
 
 
 def _option_values(plan: MigrationPlan) -> dict[str, Any]:
@@ -218,11 +229,9 @@ def _option_values(plan: MigrationPlan) -> dict[str, Any]:
 
 
 def _editable(actor: Any, plan: MigrationPlan) -> None:
-    _may_plan(actor)
+    access.require(actor, Action.PLAN_EDIT, plan)
     if plan.status not in EDITABLE_PLAN_STATES:
         raise PlanError(f"The plan is {plan.get_status_display().lower()} and can no longer be edited.")
-    if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
-        raise PlanError("Only the plan's team and admins may edit it.")
 
 
 def update_options(actor: Any, plan: MigrationPlan, **options: Any) -> MigrationPlan:
@@ -234,7 +243,7 @@ def update_options(actor: Any, plan: MigrationPlan, **options: Any) -> Migration
             setattr(plan, key, value)
         plan.save()
         auditlog.record(actor, "plan.update", plan, before=before, after=_option_values(plan))
-        request_audit(plan, reason="edit")
+        request_audit(plan, reason="edit", actor=actor)
     return plan
 
 
@@ -285,7 +294,7 @@ def update_item(
                 "storage_map": item.storage_map,
             },
         )
-        request_audit(plan, reason="edit")
+        request_audit(plan, reason="edit", actor=actor)
     return item
 
 
@@ -322,14 +331,17 @@ def _clean_storage_map(item: PlanItem, wanted: dict[str, dict[str, str]]) -> dic
 # ---- audit, override, submit ----------------------------------------------------------------------
 
 
-def request_audit(plan: MigrationPlan, reason: str = "edit") -> Audit:
+def request_audit(plan: MigrationPlan, reason: str = "edit", actor: Any = None) -> Audit:
     """Record a queued audit and run it on a worker after commit; the plan shows "auditing" until then."""
     from migrations_app import jobs
 
-    audit = Audit.objects.create(plan=plan, reason=reason)
-    MigrationPlan.objects.filter(pk=plan.pk).update(status=PlanStatus.AUDITING)
-    plan.status = PlanStatus.AUDITING
-    transaction.on_commit(lambda: jobs.enqueue_audit(audit.pk))
+    with transaction.atomic():
+        try:
+            planstate.transition(plan, PlanStatus.AUDITING, actor=actor)
+        except planstate.TransitionError as exc:
+            raise PlanError(f"{exc} Only draft plans are audited on request.") from None
+        audit = Audit.objects.create(plan=plan, reason=reason)
+        transaction.on_commit(lambda: jobs.enqueue_audit(audit.pk))
     return audit
 
 
@@ -340,7 +352,7 @@ def reaudit(actor: Any, plan: MigrationPlan) -> Audit:
     previous = latest_audit(plan)
     dropped = plan.overrides.filter(audit=previous).count() if previous else 0
     with transaction.atomic():
-        audit = request_audit(plan, reason="request")
+        audit = request_audit(plan, reason="request", actor=actor)
         auditlog.record(actor, "plan.reaudit", plan, after={"audit": audit.pk, "overrides_no_longer_apply": dropped})
     return audit
 
@@ -356,10 +368,7 @@ def uncovered_blocks(plan: MigrationPlan, audit: Audit) -> list[CheckResult]:
 
 def record_override(admin: Any, plan: MigrationPlan, reason: str) -> Override:
     """An admin accepts the current audit's blocks, with a reason (audit-logged, shown to approvers)."""
-    if not is_admin(admin):
-        raise PlanError("Only approvers/admins may override an audit block.")
-    if admin.pk == plan.requester_id:
-        raise PlanError("You cannot override blocks on your own plan; ask another approver.")
+    access.require(admin, Action.PLAN_OVERRIDE, plan)
     reason = reason.strip()
     if len(reason) < 10:
         raise PlanError("Explain the override in a sentence (at least 10 characters).")
@@ -374,9 +383,7 @@ def record_override(admin: Any, plan: MigrationPlan, reason: str) -> Override:
             plan=plan, audit=audit, admin=admin, reason=reason, covers=[[r.item_id, r.check_id] for r in blocks]
         )
         auditlog.record(admin, "plan.override", plan, after={"covers": override.covers}, comment=reason)
-        if plan.status == PlanStatus.BLOCKED:
-            plan.status = PlanStatus.READY
-            plan.save(update_fields=["status", "updated_at"])
+        planstate.transition_if(plan, PlanStatus.BLOCKED, PlanStatus.READY, actor=admin, reason="Blocks overridden.")
     return override
 
 
@@ -390,27 +397,46 @@ def submit(actor: Any, plan: MigrationPlan) -> MigrationPlan:
     if blocks:
         ids = ", ".join(sorted({r.check_id for r in blocks}))
         raise PlanError(f"The audit blocks this plan ({ids}); fix the causes or ask an admin for an override.")
+    from migrations_app.services import approvals
+
     with transaction.atomic():
-        plan.status = PlanStatus.PENDING_APPROVAL
-        plan.submitted_at = timezone.now()
-        plan.save(update_fields=["status", "submitted_at", "updated_at"])
-        auditlog.record(actor, "plan.submit", plan, after={"audit": audit.pk})
+        required = approvals.required_approvers(plan)
+        try:
+            planstate.transition(
+                plan,
+                PlanStatus.PENDING_APPROVAL,
+                actor=actor,
+                expect=PlanStatus.READY,
+                fields={"submitted_at": timezone.now(), "approvals_required": required},
+                log={"audit": audit.pk, "change type": plan.change_type, "approvers needed": required},
+            )
+        except planstate.TransitionError as exc:
+            raise PlanError(str(exc)) from None
+        approvals.approve_if_standard(plan, audit)
     return plan
+
+
+def plan_again(actor: Any, plan: MigrationPlan) -> MigrationPlan:
+    """A new draft with the VMs, destinations and options of a plan that ended (sent back, rejected,
+    failed…), for its team to adjust and submit again; the change window is left for them to choose."""
+    from migrations_app.choices import TERMINAL_PLAN_STATES
+
+    access.require(actor, Action.PLAN_EDIT, plan)
+    if plan.status not in TERMINAL_PLAN_STATES:
+        raise PlanError("Only a plan that has ended can be planned again; this one is still under way.")
+    items = list(plan.items.all())
+    options = {k: v for k, v in _option_values(plan).items() if k not in ("window_start", "window_end", "name")}
+    return create_plan(
+        actor,
+        vm_ids=[i.vm_id for i in items],
+        destinations={i.vm_id: None if i.destination_auto else i.destination_id for i in items},
+        name=f"{plan.name} (again)"[:120],
+        **options,
+    )
 
 
 def cancel(actor: Any, plan: MigrationPlan) -> MigrationPlan:
-    if plan.status in (PlanStatus.RUNNING,) or plan.status not in EDITABLE_PLAN_STATES | {PlanStatus.PENDING_APPROVAL}:
-        raise PlanError(f"A {plan.get_status_display().lower()} plan cannot be cancelled here.")
-    _editable_or_pending(actor, plan)
-    with transaction.atomic():
-        before = plan.status
-        plan.status = PlanStatus.CANCELLED
-        plan.save(update_fields=["status", "updated_at"])
-        auditlog.record(actor, "plan.cancel", plan, before={"status": before}, after={"status": plan.status})
-    return plan
+    """Cancel a plan in any state that is not final (a running plan: see scheduling.cancel_plan)."""
+    from migrations_app.services import scheduling
 
-
-def _editable_or_pending(actor: Any, plan: MigrationPlan) -> None:
-    _may_plan(actor)
-    if actor.pk != plan.requester_id and not is_admin(actor) and not plan.team.members.filter(pk=actor.pk).exists():
-        raise PlanError("Only the plan's team and admins may cancel it.")
+    return scheduling.cancel_plan(actor, plan)

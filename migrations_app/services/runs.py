@@ -11,6 +11,7 @@ the reconciler's schedule, `dispatch()` queues jobs for the waiting runs again, 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -236,7 +237,19 @@ def finish(run: MigrationRun, status: str, *, actor: Any = None, **fields: Any) 
             },
         )
         transaction.on_commit(dispatch)
+        transaction.on_commit(lambda: _plan_follows(run.pk))
     return run
+
+
+def _plan_follows(run_id: int) -> None:
+    """The plan's state follows its runs (next wave, or its final state). A failure here must not be
+    taken for the run's: the run's end is committed, and the periodic sweep catches the plan up."""
+    from migrations_app.services import scheduling
+
+    try:
+        scheduling.run_ended(run_id)
+    except Exception:
+        logging.getLogger(__name__).exception("the plan of run %s could not follow its end", run_id)
 
 
 def request_cancel(actor: Any, run: MigrationRun) -> MigrationRun:

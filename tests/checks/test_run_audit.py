@@ -16,6 +16,7 @@ from migrations_app.services.audits import candidate_destinations, evaluate_plan
 from migrations_app.services.plans import PlanError, latest_audit, record_override, submit
 from tests.checks.conftest import Planner, sync, vm_of
 from tests.labguests import DiskSpec, LabGuests, NicSpec
+from vmportal.access import Denied
 
 pytestmark = [pytest.mark.django_db, pytest.mark.lab]
 
@@ -78,7 +79,7 @@ def test_the_requester_cannot_override_their_own_plan(lab_guests: LabGuests, pla
     guest = lab_guests.define("h1", nics=[], start=False)
     plan = plan_move(guest, "h2", mode="cold", owner="carol", fresh_backup=False)  # BAK-RECENT blocks
     assert _audit(plan)["plan_status"] == PlanStatus.BLOCKED
-    with pytest.raises(PlanError, match="own plan"):
+    with pytest.raises(Denied, match="own plan"):
         record_override(people["carol"], plan, "I know what I am doing, trust me.")
 
 

@@ -203,7 +203,11 @@ def test_an_admin_assigns_a_team_and_it_is_audited(client: Client, fleet: dict[s
     assert vm.team == fleet["analytics"]
     assert AuditLogEntry.objects.filter(verb="vm.assign_team", target_id=str(vm.pk)).exists()
     login(client, fleet["alice"])
-    assert client.post(reverse("inventory:vm_assign_team", args=[ANA_UUID]), {"team": ""}).status_code == 403
+    # another team's VM: 404 (its existence is not given away); one of her own team's: 403 (owners cannot)
+    assert client.post(reverse("inventory:vm_assign_team", args=[ANA_UUID]), {"team": ""}).status_code == 404
+    own = VirtualMachine.objects.filter(team=fleet["payments"]).first()
+    assert own is not None
+    assert client.post(reverse("inventory:vm_assign_team", args=[own.uuid]), {"team": ""}).status_code == 403
 
 
 def test_csrf_is_enforced_on_posts(fleet: dict[str, Any]) -> None:

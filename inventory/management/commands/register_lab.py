@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inventory.hypervisor import InvalidURI
-from inventory.models import Host, StoragePool
+from inventory.models import Host, Network, StoragePool
 from inventory.services.hosts import HostError, register_host
 from inventory.services.sync import sync_host
 
@@ -47,3 +47,24 @@ class Command(BaseCommand):
             StoragePool.objects.filter(host=host, name=LAB_SHARED_POOL).update(shared_by_admin=True)
             state = "ok" if result.ok else f"unreachable: {result.error}"
             self.stdout.write(f"synced {host.name}: {state}, {result.created + result.updated + result.unchanged} VMs")
+        self._map_networks(lab["hosts"])
+
+    def _map_networks(self, hosts: list[dict[str, Any]]) -> None:
+        """The lab names one segment differently on each host (app-net, app-lan, applan): map every pair,
+        as an admin would on the Network mappings page, so a first plan finds its networks."""
+        from migrations_app.services.configuration import ensure_network_mapping
+
+        found = {(n.host.name, n.name): n for n in Network.objects.filter(host__name__in=[h["name"] for h in hosts])}
+        added = 0
+        for src in hosts:
+            for dst in hosts:
+                if src["name"] == dst["name"]:
+                    continue
+                for net in src.get("networks", []):
+                    target = next((m for m in dst.get("networks", []) if m["segment"] == net["segment"]), None)
+                    if target is None:
+                        continue
+                    a, b = found.get((src["name"], net["name"])), found.get((dst["name"], target["name"]))
+                    if a is not None and b is not None:
+                        added += ensure_network_mapping(None, a, b, note=f"lab segment {net['segment']}")
+        self.stdout.write(f"network mappings: {added} added")
