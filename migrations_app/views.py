@@ -18,6 +18,7 @@ from inventory.permissions import is_admin
 from migrations_app.choices import EDITABLE_PLAN_STATES, SEVERITY_RANK, Area, PlanStatus, Severity, TargetFormat
 from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
 from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
+from migrations_app.services import live
 from migrations_app.services import plans as plan_services
 
 PAGE_SIZE = 50
@@ -165,6 +166,9 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "override_form": OverrideForm(),
             "auditing": plan.status == PlanStatus.AUDITING,
             "fits_window": _fits_window(plan),
+            # live progress of the runs (migrations_app.consumers.PlanConsumer keeps it current)
+            "progress": live.plan_progress(plan, items),
+            "history": live.plan_history(plan),
         },
     )
 

@@ -116,9 +116,18 @@ RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "migrations_app.worker.ReconcilingW
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal")},
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal"),
+            # messages waiting for one slow browser before the layer drops them (the default, 100, is a
+            # few seconds of a busy plan); a browser that falls behind still gets a snapshot on reconnect
+            "capacity": env_int("VMPORTAL_CHANNEL_CAPACITY", 1000, minimum=100),
+            "expiry": 60,
+        },
     }
 }
+# The fleet dashboard re-reads host capacity and reachability this often (and whenever a run ends).
+FLEET_REFRESH_SECONDS = env_int("VMPORTAL_FLEET_REFRESH_SECONDS", 30, minimum=5)
 
 # --- Auth and security ------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -157,6 +166,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("VMPORTAL_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# tests and development serve the project's static files straight from the finders (no collectstatic)
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -8,5 +8,6 @@ urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("plans/", include("migrations_app.urls")),
+    path("runs/", include("migrations_app.run_urls")),
     path("", include("inventory.urls")),
 ]
