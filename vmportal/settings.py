@@ -113,17 +113,14 @@ RQ_SHOW_ADMIN_LINK = True
 # Workers reconcile runs whose lease expired when they start (migrations_app.worker).
 RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "migrations_app.worker.ReconcilingWorker"}
 
+# Redis pub/sub: a message to a group crosses Redis once per web process, which hands it to each of its
+# websockets in memory (the list-based layer pops every message once per websocket, which is too slow
+# for hundreds of watchers of one run). Delivery is at most once; a browser that reconnects gets a
+# fresh snapshot from the database, so it still misses nothing.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [REDIS_URL],
-            "prefix": env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal"),
-            # messages waiting for one slow browser before the layer drops them (the default, 100, is a
-            # few seconds of a busy plan); a browser that falls behind still gets a snapshot on reconnect
-            "capacity": env_int("VMPORTAL_CHANNEL_CAPACITY", 1000, minimum=100),
-            "expiry": 60,
-        },
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal")},
     }
 }
 # The fleet dashboard re-reads host capacity and reachability this often (and whenever a run ends).
