@@ -160,7 +160,12 @@ def run() -> list[dict[str, Any]]:
             results.append(
                 {
                     "name": f"B-FANOUT {name}",
-                    "inputs": {"clients": CLIENTS, "events": EVENTS, "interval_s": interval, "server": "daphne, 1 process"},
+                    "inputs": {
+                        "clients": CLIENTS,
+                        "events": EVENTS,
+                        "interval_s": interval,
+                        "server": "daphne, 1 process",
+                    },
                     "unit": "ms",
                     **outcome,
                     "stored_samples": stored,

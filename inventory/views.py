@@ -22,6 +22,8 @@ from inventory.services import capacity
 from inventory.services import hosts as host_services
 
 PAGE_SIZE = 50
+#: host cards on one page of the fleet dashboard (those needing attention first)
+DASHBOARD_HOSTS = 48
 
 
 def _admin_only(request: HttpRequest) -> None:
@@ -34,13 +36,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     from migrations_app import access  # runs in flight (the fleet's live part)
     from migrations_app.services import live
 
-    hosts = list(Host.objects.order_by("name"))
+    page = Paginator(capacity.by_attention(Host.objects.all()), DASHBOARD_HOSTS).get_page(request.GET.get("page"))
     visible = VirtualMachine.objects.visible_to(request.user).present()
     return render(
         request,
         "inventory/dashboard.html",
         {
-            "rows": capacity.usage(hosts),
+            "rows": capacity.usage(page.object_list),
+            "page": page,
+            "summary": capacity.summary(),
             "my_vm_count": visible.count(),
             "moving": [live.run_row(run) for run in live.fleet_runs(access.runs(request.user))],
         },

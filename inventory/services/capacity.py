@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, F, FloatField, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast, NullIf
 from django.template.defaultfilters import filesizeformat
 
-from inventory.choices import PowerState
+from inventory.choices import PowerState, Reachability
 from inventory.models import Host, StoragePool, VirtualMachine
 
 
@@ -23,6 +24,28 @@ def raw_percent(part: int | None, whole: int | None) -> int:
 def percent(part: int | None, whole: int | None) -> int:
     """For the bar: 0–100 (the text beside it shows the real figure, overcommit included)."""
     return max(0, min(100, raw_percent(part, whole)))
+
+
+def by_attention(hosts: QuerySet[Host]) -> QuerySet[Host]:
+    """Unreachable hosts first, then those in maintenance, then the fullest (memory), then by name."""
+    return hosts.annotate(
+        attention=Case(
+            When(reachability=Reachability.UNREACHABLE, then=Value(0)),
+            When(maintenance=True, then=Value(1)),
+            default=Value(2),
+        ),
+        memory_fill=Cast(F("memory_total") - F("memory_free"), FloatField()) / NullIf(F("memory_total"), 0),
+    ).order_by("attention", F("memory_fill").desc(nulls_last=True), "name")
+
+
+def summary() -> dict[str, int]:
+    """How many hosts there are and how many need attention (one query)."""
+    return Host.objects.aggregate(
+        total=Count("id"),
+        unreachable=Count("id", filter=Q(reachability=Reachability.UNREACHABLE)),
+        maintenance=Count("id", filter=Q(maintenance=True)),
+        disabled=Count("id", filter=Q(enabled=False)),
+    )
 
 
 def usage(hosts: Iterable[Host]) -> list[dict[str, Any]]:
