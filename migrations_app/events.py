@@ -194,6 +194,7 @@ def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
 def state_payload(run: MigrationRun) -> dict[str, Any]:
     return {
         "status": run.status,
+        "status_label": run.get_status_display(),
         "phase_detail": run.phase_detail,
         "percent": run.percent,
         "downtime_ms": run.downtime_ms,

@@ -102,13 +102,15 @@
   }
 
   // ---- run page ------------------------------------------------------------------------------------
-  function runPage(root) {
+  function runPage(root, socket) {
     const chartBox = document.querySelector("[data-run-chart]");
     const timeline = document.querySelector("[data-timeline]");
     const points = {x: [], throughput: [], remaining: [], lastId: 0};
     let chart = null;
 
     function drawChart() {
+      const note = document.querySelector("[data-chart-note]");
+      if (note) note.textContent = points.x.length ? points.x.length + " sample" + (points.x.length === 1 ? "" : "s") + " shown." : "No progress figures yet; the chart starts with the transfer.";
       if (!chartBox || typeof uPlot === "undefined" || !points.x.length) return;
       const data = [points.x, points.throughput, points.remaining];
       if (chart) { chart.setData(data); return; }
@@ -123,8 +125,8 @@
         ],
         series: [
           {label: "time (s)"},
-          {label: "throughput (MiB/s)", scale: "MiB/s", stroke: "#1f5fbf", width: 2},
-          {label: "remaining (MiB)", scale: "MiB", stroke: "#9a6200", width: 2, dash: [6, 4]},
+          {label: "throughput (MiB/s)", scale: "MiB/s", stroke: "#1f5fbf", width: 2, spanGaps: true},
+          {label: "remaining (MiB)", scale: "MiB", stroke: "#9a6200", width: 2, dash: [6, 4], spanGaps: true},
         ],
       }, data, chartBox);
       window.addEventListener("resize", () => chart.setSize({width: Math.max(280, chartBox.clientWidth), height: 260}));
@@ -154,9 +156,11 @@
         if (TERMINAL.has(s.status)) {
           setText(root, "eta", "—");
           for (const f of document.querySelectorAll("[data-cancel-form]")) f.hidden = true;
+          // the final figures (duration, downtime, the last samples) are in the rows now: read them once more
+          if (s.type === "run.state") socket.resync();
         }
       }
-      if ("phase_detail" in s) setText(root, "phase_detail", s.phase_detail || "");
+      if ("phase_detail" in s) setText(root, "phase_detail", TERMINAL.has(s.status) ? "" : s.phase_detail || "");
       if ("percent" in s) { setProgress(root, s.percent); setText(root, "percent_text", Number(s.percent).toFixed(1) + " %"); }
       if ("downtime_ms" in s) setText(root, "downtime", ms(s.downtime_ms));
       if ("duration_s" in s) setText(root, "duration", seconds(s.duration_s));
@@ -173,9 +177,6 @@
         setText(root, "queue", m.run.queue_position ? "(number " + m.run.queue_position + " in the queue for these hosts)" : "");
         points.x = []; points.throughput = []; points.remaining = []; points.lastId = 0;
         for (const p of m.samples || []) addPoint(p);
-        setText(document, "chart_note", "");
-        const note = document.querySelector("[data-chart-note]");
-        if (note) note.textContent = points.x.length ? points.x.length + " samples shown." : "No progress figures yet; the chart starts with the transfer.";
         drawChart();
         const box = document.querySelector("[data-validation]");
         if (box && m.validation) {
@@ -203,7 +204,7 @@
         setStatus(row, s.status, s.status_label || s.status.replace("_", " "));
         advanceTimeline(row.querySelector("[data-timeline]"), s.status);
       }
-      if ("phase_detail" in s) setText(row, "phase_detail", s.phase_detail || "");
+      if ("phase_detail" in s) setText(row, "phase_detail", TERMINAL.has(s.status) ? "" : s.phase_detail || "");
       if ("percent" in s) setProgress(row, s.percent);
       if ("downtime_ms" in s) setText(row, "downtime", ms(s.downtime_ms));
       if ("duration_s" in s) setText(row, "duration", seconds(s.duration_s));
@@ -216,7 +217,7 @@
     return {
       snapshot(m) {
         PHASES = m.phases || [];
-        for (const el2 of root.querySelectorAll('[data-field="plan_status"]')) {
+        for (const el2 of document.querySelectorAll('[data-field="plan_status"]')) {
           el2.textContent = m.plan.status_label; el2.className = "status status-" + m.plan.status; el2.dataset.status = m.plan.status;
         }
         for (const item of m.items) {
@@ -239,7 +240,10 @@
       "run.progress"(m) { const row = rowOf(m.run); if (row) setProgress(row, m.percent); },
       "run.state"(m) {
         const row = rowOf(m.run);
-        if (row) runState(row, m); else socket.resync();  // a run this page does not know yet: its item is in a new snapshot
+        if (row) runState(row, m);
+        // a run this page does not know yet (its item is in a new snapshot), or one that ended (its final
+        // figures are in the rows): read the plan again
+        if (!row || TERMINAL.has(m.status)) socket.resync();
       },
       "run.validation"(m) { const row = rowOf(m.run); if (row) addValidation(row, m.result || {}); },
       "plan.state"(m) {
