@@ -80,23 +80,42 @@ def plan_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
-    """Areas in catalogue order, each with its results worst first; the worst area first overall."""
+#: plans with more VMs than this show passed checks as one line per check, not one per VM
+AUDIT_ROWS_PER_VM_UP_TO = 5
+
+
+def _group_results(results: list[CheckResult], item_count: int = 1) -> list[dict[str, Any]]:
+    """Areas in catalogue order, each with its results worst first; the worst area first overall.
+
+    In plans of many VMs, the checks that passed are folded into one line per check ("passed for 48 of
+    50 VMs"), so the problems stay in view; anything not passed is always listed per VM."""
     by_area: dict[str, list[CheckResult]] = defaultdict(list)
     for result in results:
         by_area[result.area].append(result)
     groups = []
     for area in Area:
         rows = sorted(by_area.get(area.value, []), key=lambda r: (-SEVERITY_RANK[Severity(r.severity)], r.check_id))
-        if rows:
-            worst = rows[0].severity
-            counts = {s.value: sum(1 for r in rows if r.severity == s.value) for s in Severity}
+        passed: list[dict[str, Any]] = []
+        if item_count > AUDIT_ROWS_PER_VM_UP_TO:
+            folded: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                if r.severity == Severity.PASS:
+                    entry = folded.setdefault(r.check_id, {"check_id": r.check_id, "count": 0, "example": r})
+                    entry["count"] += 1
+            passed = list(folded.values())
+            all_rows, rows = rows, [r for r in rows if r.severity != Severity.PASS]
+        else:
+            all_rows = rows
+        if all_rows:
+            worst = all_rows[0].severity
+            counts = {s.value: sum(1 for r in all_rows if r.severity == s.value) for s in Severity}
             groups.append(
                 {
                     "area": area.label,
                     "worst": worst,
                     "rank": SEVERITY_RANK[Severity(worst)],
                     "rows": rows,
+                    "passed": passed,
                     "counts": counts,
                 }
             )
@@ -120,7 +139,8 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
         pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
-    results = list(audit.results.select_related("item__vm")) if audit else []
+    # the VMs' stored XML is not shown here and is large: leave it in the database
+    results = list(audit.results.select_related("item__vm").defer("item__vm__xml")) if audit else []
     predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
     by_item: dict[int, dict[str, Prediction]] = defaultdict(dict)
     for prediction in predictions:
@@ -146,7 +166,12 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "worst": [s for s, rank in SEVERITY_RANK.items() if rank == worst][0] if worst >= 0 else "",
             }
         )
-    blocks = plan_services.uncovered_blocks(plan, audit) if audit and audit.status == "done" else []
+    overrides = list(plan.overrides.select_related("admin"))
+    blocks = (
+        plan_services.uncovered_blocks(plan, audit, results=results, overrides=overrides)
+        if audit and audit.status == "done"
+        else []
+    )
     editable = plan.status in EDITABLE_PLAN_STATES
     return render(
         request,
@@ -155,11 +180,11 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "plan": plan,
             "rows": rows,
             "audit": audit,
-            "groups": _group_results(results),
+            "groups": _group_results(results, len(items)),
             "blocks": blocks,
             "editable": editable,
             "can_override": is_admin(request.user) and request.user.pk != plan.requester_id and bool(blocks),
-            "overrides": plan.overrides.select_related("admin"),
+            "overrides": overrides,
             "hosts": Host.objects.filter(enabled=True, maintenance=False).order_by("name"),
             "formats": TargetFormat.choices,
             "options_form": PlanOptionsForm(initial={f: getattr(plan, f) for f in plan_services.OPTION_FIELDS}),
@@ -167,7 +192,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "auditing": plan.status == PlanStatus.AUDITING,
             "fits_window": _fits_window(plan),
             # live progress of the runs (migrations_app.consumers.PlanConsumer keeps it current)
-            "progress": live.plan_progress(plan, items),
+            "progress": live.plan_progress(plan, items, by_item if audit else None),
             "history": live.plan_history(plan),
         },
     )

@@ -209,16 +209,19 @@ def latest_runs(item_ids: Iterable[int]) -> dict[int, MigrationRun]:
     return {run.item_id: run for run in runs}
 
 
-def predictions(plan: MigrationPlan, items: list[PlanItem]) -> dict[int, Prediction]:
+def predictions(
+    plan: MigrationPlan, items: list[PlanItem], by_item: dict[int, dict[str, Prediction]] | None = None
+) -> dict[int, Prediction]:
     """The latest audit's prediction for each item in the mode it will (or did) move in."""
     from migrations_app.services.plans import latest_audit
 
-    audit = latest_audit(plan)
-    if audit is None:
-        return {}
-    by_item: dict[int, dict[str, Prediction]] = {}
-    for prediction in Prediction.objects.filter(audit=audit, item_id__in=[i.pk for i in items]):
-        by_item.setdefault(prediction.item_id, {})[prediction.mode] = prediction
+    if by_item is None:
+        audit = latest_audit(plan)
+        if audit is None:
+            return {}
+        by_item = {}
+        for prediction in Prediction.objects.filter(audit=audit, item_id__in=[i.pk for i in items]):
+            by_item.setdefault(prediction.item_id, {})[prediction.mode] = prediction
     chosen = {}
     for item in items:
         options = by_item.get(item.pk, {})
@@ -248,10 +251,13 @@ def plan_history(plan: MigrationPlan) -> list[dict[str, Any]]:
     ]
 
 
-def plan_progress(plan: MigrationPlan, items: list[PlanItem]) -> list[dict[str, Any]]:
-    """Per item (vm loaded): its newest run, phase timeline and predicted figures."""
+def plan_progress(
+    plan: MigrationPlan, items: list[PlanItem], by_mode: dict[int, dict[str, Prediction]] | None = None
+) -> list[dict[str, Any]]:
+    """Per item (vm loaded): its newest run, phase timeline and predicted figures (from `by_mode`, the latest
+    audit's predictions per item and mode, when the caller has them already)."""
     runs = latest_runs(i.pk for i in items)
-    predicted = predictions(plan, items)
+    predicted = predictions(plan, items, by_mode)
     return [item_progress(i, runs.get(i.pk), predicted.get(i.pk)) for i in items]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -227,3 +228,32 @@ def test_json_export_parses_and_keeps_names_as_text(history: dict[str, Any]) -> 
     assert {"id", "vm", "downtime_ms", "duration_s", "status"} <= set(rows[0])
     assert HOSTILE in {r["vm"] for r in rows}
     assert json.loads(body(login(history["eve"]).get(reverse("runs:export_json")))) == []  # in no team
+
+
+def test_an_audited_plan_of_many_vms_folds_passed_checks_and_keeps_its_queries(fleet: dict[str, Any]) -> None:
+    from migrations_app.models import Audit, CheckResult, Prediction
+
+    vms = list(VirtualMachine.objects.all())
+    extra = VirtualMachine.objects.bulk_create(
+        VirtualMachine(uuid=uuid.uuid4(), name=f"many-{i}", host=fleet["src"], team=fleet["payments"]) for i in range(5)
+    )
+    plan = make_plan(fleet["alice"], fleet["payments"], [*vms, *extra], fleet["dst"], "many")
+    audit = Audit.objects.create(plan=plan, status="done", worst="warn")
+    items = list(plan.items.all())
+    CheckResult.objects.bulk_create(
+        CheckResult(audit=audit, item=item, check_id=check, area="network", severity=severity, message=f"{check} ok")
+        for item in items
+        for check, severity in (("NET-MAPPED", "pass"), ("NET-MTU", "pass" if item != items[0] else "warn"))
+    )
+    Prediction.objects.bulk_create(
+        Prediction(audit=audit, item=item, mode="live", duration_s=3.5, downtime_ms=20) for item in items
+    )
+    for item in items:
+        make_run(item, samples=2)
+    n, response = queries(login(fleet["carol"]), reverse("migrations_app:plan_detail", args=[plan.pk]))
+    html = response.content.decode()
+    assert f"{len(items)} of {len(items)} VMs" in html  # NET-MAPPED folded into one line
+    assert f"{len(items) - 1} of {len(items)} VMs" in html  # NET-MTU passes folded…
+    assert "NET-MTU ok" in html and html.count('class="sev-row-warn"') == 1  # …its warning listed on its own
+    assert "3.5 s" in html  # predicted time from the audit's predictions, next to the measured one
+    assert n <= MAX_QUERIES
