@@ -127,9 +127,9 @@ def _group_results(results: list[CheckResult], item_count: int = 1) -> list[dict
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
     items = list(
-        plan.items.select_related("vm", "vm__host", "source", "destination").prefetch_related(
-            "vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool"))
-        )
+        plan.items.select_related("vm", "vm__host", "source", "destination")
+        .defer("vm__xml")  # large and not shown here
+        .prefetch_related("vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool")))
     )
     dest_ids = {i.destination_id for i in items if i.destination_id}
     networks: dict[int, list[str]] = defaultdict(list)
@@ -139,8 +139,10 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
         pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
-    # the VMs' stored XML is not shown here and is large: leave it in the database
-    results = list(audit.results.select_related("item__vm").defer("item__vm__xml")) if audit else []
+    results = list(audit.results.all()) if audit else []
+    by_id = {item.pk: item for item in items}
+    for result in results:  # the items (with their VMs) are loaded already: one object each, not one per result
+        result.item = by_id[result.item_id]
     predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
     by_item: dict[int, dict[str, Prediction]] = defaultdict(dict)
     for prediction in predictions:

@@ -203,6 +203,7 @@ def latest_runs(item_ids: Iterable[int]) -> dict[int, MigrationRun]:
     runs = (
         MigrationRun.objects.filter(item_id__in=list(item_ids))
         .select_related("vm", "source", "destination")
+        .defer("vm__xml")
         .order_by("item_id", "-queued_at", "-pk")
         .distinct("item_id")
     )
@@ -291,7 +292,9 @@ def fleet_runs(visible_runs: Any) -> list[MigrationRun]:
     since = timezone.now() - timedelta(minutes=RECENT_MINUTES)
     active = visible_runs.exclude(status__in=TERMINAL_RUN_STATES) | visible_runs.filter(finished_at__gte=since)
     return list(
-        active.select_related("vm", "source", "destination").order_by("finished_at", "-queued_at", "-pk")[:FLEET_RUNS]
+        active.select_related("vm", "source", "destination")
+        .defer("vm__xml")
+        .order_by("finished_at", "-queued_at", "-pk")[:FLEET_RUNS]
     )
 
 
