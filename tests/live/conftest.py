@@ -69,6 +69,10 @@ def make_run(item: PlanItem, status: str = RunStatus.TRANSFERRING, samples: int 
 
 @pytest.fixture
 def fleet(people: dict[str, Any]) -> dict[str, Any]:
+    return build_fleet(people)
+
+
+def build_fleet(people: dict[str, Any]) -> dict[str, Any]:
     """Hosts src and dst (test driver); payments VMs pay-1 and a hostile name, analytics VM ana-1; a plan
     per team with a run in flight (alice's with 20 samples)."""
     src = node_file_host(

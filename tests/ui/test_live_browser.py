@@ -7,12 +7,7 @@ Screenshots of the run page mid-move and at the end are saved in var/test-output
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,65 +26,21 @@ from migrations_app.models import MigrationPlan, MigrationRun, NetworkMapping
 from migrations_app.services import runs
 from tests.base import PASSWORD, REPO, make_personas
 from tests.labguests import DiskSpec, LabGuests, NicSpec
-from tests.live.conftest import process_env
 from tests.ui.conftest import VIEWPORT
+from tests.ui.live_server import Processes, free_port
 
 pytestmark = [pytest.mark.lab]
 OUTPUT = REPO / "var" / "test-output" / "live"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """The portal's own processes for the test: daphne and an RQ worker, on the test database."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = tempfile.NamedTemporaryFile(prefix="vmportal-live-", suffix=".log", delete=False)
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, *args], cwd=REPO, env=process_env(), stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.procs.append((proc, log.name))
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {name}\n{Path(name).read_text()[-3000:]}" for _, name in self.procs)
-
-    def stop(self) -> None:
-        for proc, name in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            os.unlink(name)
-
-
 @pytest.fixture
 def portal(transactional_db: None) -> Iterator[tuple[str, Processes]]:
     procs = Processes()
-    port = _free_port()
-    server = procs.start("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application")
+    port = free_port()
     procs.start(
         "manage.py", "rqworker", "--worker-class", "migrations_app.worker.ReconcilingWorker", "default", "migrations"
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, procs.logs()
-            time.sleep(0.2)
+    procs.daphne(port)
     try:
         yield f"http://127.0.0.1:{port}", procs
     finally:
