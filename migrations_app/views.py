@@ -84,38 +84,55 @@ def plan_create(request: HttpRequest) -> HttpResponse:
 AUDIT_ROWS_PER_VM_UP_TO = 5
 
 
-def _group_results(results: list[CheckResult], item_count: int = 1) -> list[dict[str, Any]]:
-    """Areas in catalogue order, each with its results worst first; the worst area first overall.
+RESULT_FIELDS = ("id", "item_id", "check_id", "area", "severity", "message", "evidence", "remediation")
+
+
+def _load_results(audit: Any, items: dict[int, PlanItem]) -> tuple[list[CheckResult], list[tuple[Any, ...]]]:
+    """The audit's results: (those listed one per VM, with their item attached; the passed ones folded).
 
     In plans of many VMs, the checks that passed are folded into one line per check ("passed for 48 of
-    50 VMs"), so the problems stay in view; anything not passed is always listed per VM."""
+    50 VMs"), so the problems stay in view; anything not passed is always listed per VM. Folded results
+    stay plain rows (a plan of 500 VMs has 16,000 of them)."""
+    fold = len(items) > AUDIT_ROWS_PER_VM_UP_TO
+    listed: list[CheckResult] = []
+    passed: list[tuple[Any, ...]] = []
+    for values in audit.results.values_list(*RESULT_FIELDS):
+        if fold and values[4] == Severity.PASS:
+            passed.append(values)
+            continue
+        result = CheckResult(audit_id=audit.pk, **dict(zip(RESULT_FIELDS, values, strict=True)))
+        result.item = items[result.item_id]  # loaded already, with its VM: one object each, not one per result
+        listed.append(result)
+    return listed, passed
+
+
+def _group_results(results: list[CheckResult], passed: list[tuple[Any, ...]] | None = None) -> list[dict[str, Any]]:
+    """Areas in catalogue order, each with its listed results worst first and its folded passes (one line
+    per check: count and an example); the worst area first overall."""
     by_area: dict[str, list[CheckResult]] = defaultdict(list)
     for result in results:
         by_area[result.area].append(result)
+    folded: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for _id, item_id, check_id, area, _sev, message, _evidence, _remediation in passed or []:
+        entry = folded[area].setdefault(
+            check_id, {"check_id": check_id, "count": 0, "item_id": item_id, "message": message}
+        )
+        entry["count"] += 1
     groups = []
     for area in Area:
         rows = sorted(by_area.get(area.value, []), key=lambda r: (-SEVERITY_RANK[Severity(r.severity)], r.check_id))
-        passed: list[dict[str, Any]] = []
-        if item_count > AUDIT_ROWS_PER_VM_UP_TO:
-            folded: dict[str, dict[str, Any]] = {}
-            for r in rows:
-                if r.severity == Severity.PASS:
-                    entry = folded.setdefault(r.check_id, {"check_id": r.check_id, "count": 0, "example": r})
-                    entry["count"] += 1
-            passed = list(folded.values())
-            all_rows, rows = rows, [r for r in rows if r.severity != Severity.PASS]
-        else:
-            all_rows = rows
-        if all_rows:
-            worst = all_rows[0].severity
-            counts = {s.value: sum(1 for r in all_rows if r.severity == s.value) for s in Severity}
+        passes = sorted(folded.get(area.value, {}).values(), key=lambda p: p["check_id"])
+        if rows or passes:
+            worst = rows[0].severity if rows else Severity.PASS
+            counts = {s.value: sum(1 for r in rows if r.severity == s.value) for s in Severity}
+            counts[Severity.PASS.value] += sum(p["count"] for p in passes)
             groups.append(
                 {
                     "area": area.label,
                     "worst": worst,
                     "rank": SEVERITY_RANK[Severity(worst)],
                     "rows": rows,
-                    "passed": passed,
+                    "passed": passes,
                     "counts": counts,
                 }
             )
@@ -139,10 +156,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
         pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
-    results = list(audit.results.all()) if audit else []
-    by_id = {item.pk: item for item in items}
-    for result in results:  # the items (with their VMs) are loaded already: one object each, not one per result
-        result.item = by_id[result.item_id]
+    results, passed = _load_results(audit, {item.pk: item for item in items}) if audit else ([], [])
     predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
     by_item: dict[int, dict[str, Prediction]] = defaultdict(dict)
     for prediction in predictions:
@@ -150,10 +164,13 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     results_by_item: dict[int, list[CheckResult]] = defaultdict(list)
     for result in results:
         results_by_item[result.item_id].append(result)
+    passed_items = {values[1] for values in passed}
     rows = []
     for item in items:
         item_results = results_by_item.get(item.pk, [])
         worst = max((SEVERITY_RANK[Severity(r.severity)] for r in item_results), default=-1)
+        if worst < 0 and item.pk in passed_items:
+            worst = SEVERITY_RANK[Severity.PASS]
         rows.append(
             {
                 "item": item,
@@ -182,7 +199,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "plan": plan,
             "rows": rows,
             "audit": audit,
-            "groups": _group_results(results, len(items)),
+            "groups": _group_results(results, passed),
             "blocks": blocks,
             "editable": editable,
             "can_override": is_admin(request.user) and request.user.pk != plan.requester_id and bool(blocks),
