@@ -3,7 +3,7 @@
 Everything is real: a daphne server (the portal's ASGI application) on a loopback port, 200 websocket
 connections with a real session cookie (asyncio `websockets` clients in this process), the Redis
 channel layer, and a separate worker process that stores and publishes samples with
-`events.record_sample`. Latency is publish→receive: from `sent_at` (stamped when the message is handed
+`events.record_sample` (tests/live/publish_from_worker.py). Latency is publish→receive: from `sent_at` (stamped when the message is handed
 to the channel layer) to the moment the client has parsed it. Three rounds, each judged on the target:
 the worker publishing at the rate a move's monitor does (2 events/s), ten times that (20/s), and as
 fast as it can write samples (a burst: 20,000 websocket messages within about a second).
@@ -118,10 +118,11 @@ async def _round(port: int, run_id: int, cookie: str, interval: float) -> dict[s
     publisher = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.fanout_publisher",
+        "tests.live.publish_from_worker",
         str(run_id),
         str(EVENTS),
         str(interval),
+        "0",
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
     )

@@ -1,15 +1,18 @@
-"""Run as a separate process: publish progress of one run the way a migration worker does, then finish it.
+"""Run as a separate process: store and publish progress of one run exactly as a migration worker does
+(`events.record_sample`: the durable row first, then the channel layer), then, if asked, finish it.
+Used by the consumer tests and by B-FANOUT.
 
-python -m tests.live.publish_from_worker RUN_ID SAMPLES
+    python -m tests.live.publish_from_worker RUN_ID SAMPLES [INTERVAL_S [FINISH]]
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 
-def main(run_id: int, count: int) -> None:
+def main(run_id: int, count: int, interval: float = 0.0, finish: bool = True) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmportal.settings")
     import django
 
@@ -22,6 +25,7 @@ def main(run_id: int, count: int) -> None:
 
     run = MigrationRun.objects.get(pk=run_id)
     total = 256 * 1024 * 1024
+    start = time.perf_counter()
     for i in range(1, count + 1):
         done = total * i // count
         events.record_sample(
@@ -39,10 +43,15 @@ def main(run_id: int, count: int) -> None:
                 eta_s=float(count - i),
                 note=f"from worker pid {os.getpid()}",
             ),
-            lease_seconds=30,
+            lease_seconds=60,
         )
-    runs.finish(run, RunStatus.SUCCEEDED, outcome="Running on the destination.", downtime_ms=21.0)
+        if interval:
+            time.sleep(max(0.0, start + i * interval - time.perf_counter()))
+    print(f"published {count} in {time.perf_counter() - start:.3f} s", flush=True)
+    if finish:
+        runs.finish(run, RunStatus.SUCCEEDED, outcome="Running on the destination.", downtime_ms=21.0)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    args = sys.argv[1:]
+    main(int(args[0]), int(args[1]), float(args[2]) if len(args) > 2 else 0.0, len(args) < 4 or args[3] == "1")
