@@ -20,6 +20,7 @@ from migrations_app.forms import OverrideForm, PlanCreateForm, PlanOptionsForm
 from migrations_app.models import CheckResult, MigrationPlan, PlanItem, Prediction
 from migrations_app.services import live
 from migrations_app.services import plans as plan_services
+from migrations_app.services.live import HOST_BLOBS
 
 PAGE_SIZE = 50
 
@@ -80,6 +81,11 @@ def plan_create(request: HttpRequest) -> HttpResponse:
     )
 
 
+#: stored for other pages and large: the VMs' XML and the hosts' capability documents
+LARGE_FIELDS_NOT_SHOWN = [
+    "vm__xml",
+    *(f"{host}__{field}" for host in ("vm__host", "source", "destination") for field in HOST_BLOBS),
+]
 #: plans with more VMs than this show passed checks as one line per check, not one per VM
 AUDIT_ROWS_PER_VM_UP_TO = 5
 
@@ -143,18 +149,21 @@ def _group_results(results: list[CheckResult], passed: list[tuple[Any, ...]] | N
 @login_required
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan_for(request, pk)
-    items = list(
-        plan.items.select_related("vm", "vm__host", "source", "destination")
-        .defer("vm__xml")  # large and not shown here
-        .prefetch_related("vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool")))
-    )
-    dest_ids = {i.destination_id for i in items if i.destination_id}
+    editable = plan.status in EDITABLE_PLAN_STATES
+    items_query = plan.items.select_related("vm", "vm__host", "source", "destination").defer(*LARGE_FIELDS_NOT_SHOWN)
+    if editable:  # the per-NIC and per-disk mapping forms
+        items_query = items_query.prefetch_related(
+            "vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool"))
+        )
+    items = list(items_query)
+    dest_ids = {i.destination_id for i in items if i.destination_id} if editable else set()
     networks: dict[int, list[str]] = defaultdict(list)
-    for net in Network.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
-        networks[net.host_id].append(net.name)
     pools: dict[int, list[StoragePool]] = defaultdict(list)
-    for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
-        pools[pool.host_id].append(pool)
+    if dest_ids:
+        for net in Network.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+            networks[net.host_id].append(net.name)
+        for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+            pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
     results, passed = _load_results(audit, {item.pk: item for item in items}) if audit else ([], [])
     predictions = list(Prediction.objects.filter(audit=audit).order_by("item", "mode")) if audit else []
@@ -174,10 +183,12 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         rows.append(
             {
                 "item": item,
-                "nics": [(nic, item.network_map.get(nic.mac, "")) for nic in item.vm.nics.all()],
+                "nics": [(nic, item.network_map.get(nic.mac, "")) for nic in item.vm.nics.all()] if editable else [],
                 "disks": [
                     (d, item.storage_map.get(d.target, {})) for d in item.vm.disks.all() if d.target in item.storage_map
-                ],
+                ]
+                if editable
+                else [],
                 "networks": networks.get(item.destination_id or 0, []),
                 "pools": pools.get(item.destination_id or 0, []),
                 "live": by_item.get(item.pk, {}).get("live"),
@@ -191,7 +202,6 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if audit and audit.status == "done"
         else []
     )
-    editable = plan.status in EDITABLE_PLAN_STATES
     return render(
         request,
         "migrations_app/plan_detail.html",

@@ -22,6 +22,8 @@ from inventory.services import capacity
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
 from migrations_app.models import AuditLogEntry, MigrationPlan, MigrationRun, PlanItem, Prediction, ProgressSample
 
+#: host fields that are large and never shown with a run
+HOST_BLOBS = ("cpu_xml", "domain_capabilities", "machine_types")
 #: the phases a run goes through, in order, with the run states that belong to each
 PHASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("queued", "Queued", (RunStatus.QUEUED,)),
@@ -203,7 +205,7 @@ def latest_runs(item_ids: Iterable[int]) -> dict[int, MigrationRun]:
     runs = (
         MigrationRun.objects.filter(item_id__in=list(item_ids))
         .select_related("vm", "source", "destination")
-        .defer("vm__xml")
+        .defer("vm__xml", *(f"{host}__{field}" for host in ("source", "destination") for field in HOST_BLOBS))
         .order_by("item_id", "-queued_at", "-pk")
         .distinct("item_id")
     )
