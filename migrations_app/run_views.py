@@ -105,6 +105,8 @@ def run_history(request: HttpRequest) -> HttpResponse:
     page = Paginator(
         runs.select_related("vm", "source", "destination", "item__plan").order_by("-queued_at", "-pk"), PAGE_SIZE
     ).get_page(request.GET.get("page"))
+    for run in page.object_list:
+        run.duration_s = live.duration_s(run)  # type: ignore[attr-defined]
     success = reports.success_by_day(runs)
     downtime = reports.downtime_histogram(runs)
     query = request.GET.copy()

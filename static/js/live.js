@@ -383,19 +383,22 @@
       const width = Math.max(280, box.clientWidth || 500);
       if (box.dataset.chart === "success") {
         const x = rows.map((r) => Date.parse(r.day + "T12:00:00") / 1000);
-        new uPlot({
+        const day = 86400;
+        const success = new uPlot({
           width: width, height: 240,
           scales: {y: {range: [0, 100]}},
           axes: [{}, {label: "% succeeded"}],
           series: [{}, {label: "success rate (%)", stroke: "#1e7b34", width: 2, points: {show: true, size: 6}},
                    {label: "runs ended", stroke: "#5b6475", scale: "n", width: 1, dash: [4, 4]}],
         }, [x, rows.map((r) => r.rate), rows.map((r) => r.ended)], box);
+        // a single day would otherwise stretch the time axis over years
+        if (x.length && x[x.length - 1] - x[0] < day) success.setScale("x", {min: x[0] - day, max: x[x.length - 1] + day});
       } else if (box.dataset.chart === "downtime") {
         const x = rows.map((_, i) => i);
         new uPlot({
           width: width, height: 240,
           scales: {x: {time: false, range: [-0.5, rows.length - 0.5]}},
-          axes: [{values: (u, ticks) => ticks.map((t) => (rows[t] ? rows[t].label : "")), space: 40, rotate: 0},
+          axes: [{values: (u, ticks) => ticks.map((t) => (Number.isInteger(t) && rows[t] ? rows[t].label : "")), space: 80, incrs: [1, 2, 3, 4, 6]},
                  {label: "runs"}],
           series: [{label: "downtime", value: (u, v) => (rows[v] ? rows[v].label : "")},
                    {label: "succeeded runs", stroke: "#1f5fbf", fill: "rgba(31,95,191,0.35)",

@@ -147,3 +147,24 @@ def test_a_lost_connection_is_shown_retried_and_followed_by_a_fresh_snapshot(
     expect(page.locator("[data-field=outcome]")).to_have_text("Running on live-dst.")
     expect(page.locator("[data-chart-note]")).to_have_text("22 samples shown.")
     assert seen["errors"] == []
+
+
+def test_the_report_charts_are_drawn_from_the_page_data(
+    page: Page, server: tuple[str, int, Processes], fleet: dict[str, Any]
+) -> None:
+    from tests.live.conftest import make_run
+
+    item = fleet["pay_plan"].items.order_by("pk")[0]
+    for downtime in (8.0, 40.0, 45.0, 250.0):
+        make_run(item, status=RunStatus.SUCCEEDED, downtime_ms=downtime)
+    make_run(item, status=RunStatus.FAILED)
+    seen = watch(page)
+    log_in(page, Base(server[0]), "alice")  # type: ignore[arg-type]
+    page.goto(f"{server[0]}{reverse('runs:history')}")
+    expect(page.locator("[data-chart=success] canvas")).to_have_count(1)
+    expect(page.locator("[data-chart=downtime] canvas")).to_have_count(1)
+    expect(page.locator(".page-head")).to_contain_text("4 of 5 ended runs succeeded")
+    assert seen["errors"] == []
+    from tests.ui.test_browser import shot
+
+    shot(page, "history")
