@@ -248,7 +248,9 @@
       "run.validation"(m) { const row = rowOf(m.run); if (row) addValidation(row, m.result || {}); },
       "plan.state"(m) {
         for (const el2 of root.ownerDocument.querySelectorAll('[data-field="plan_status"]')) {
-          el2.textContent = m.status_label; el2.className = "status status-" + m.status; el2.dataset.status = m.status;
+          el2.textContent = m.status_label || String(m.status).replace(/_/g, " ");
+          el2.className = "status status-" + m.status;
+          el2.dataset.status = m.status;
         }
       },
       "plan.approval"(m) { approval(m.approval); },
