@@ -8,17 +8,16 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_POST, require_safe
 
 from inventory import jobs
-from inventory.choices import PowerState
 from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
-from inventory.models import Host, StoragePool, Team, VirtualMachine
+from inventory.models import Host, Team, VirtualMachine
 from inventory.permissions import is_admin, sees_everything
+from inventory.services import capacity
 from inventory.services import hosts as host_services
 from vmportal import access
 from vmportal.access import Action
@@ -26,79 +25,30 @@ from vmportal.ratelimits import over_limit
 from vmportal.ratelimits import refusal as rate_refusal
 
 PAGE_SIZE = 50
+#: host cards on one page of the fleet dashboard (those needing attention first)
+DASHBOARD_HOSTS = 48
 
 
 def _admin_only(request: HttpRequest, action: Action = Action.HOST_MANAGE) -> None:
     access.check_view(request.user, action)
 
 
-def _raw_percent(part: int | None, whole: int | None) -> int:
-    return round(100 * (part or 0) / whole) if whole else 0
-
-
-def _percent(part: int | None, whole: int | None) -> int:
-    """For the bar: 0–100 (the text beside it shows the real figure, overcommit included)."""
-    return max(0, min(100, _raw_percent(part, whole)))
-
-
-def _usage_text(used: str, total: str, pct: int) -> str:
-    return f"{used} of {total} ({pct}%{', overcommitted' if pct > 100 else ''})"
-
-
-def _usage(hosts: list[Host]) -> list[dict[str, Any]]:
-    """Per-host usage figures from two grouped queries, whatever the number of hosts."""
-    vm_stats = {
-        row["host"]: row
-        for row in VirtualMachine.objects.filter(present=True)
-        .values("host")
-        .annotate(
-            total=Count("id"),
-            running=Count("id", filter=Q(state=PowerState.RUNNING)),
-            vcpus=Sum("vcpus", filter=Q(state=PowerState.RUNNING)),
-            memory=Sum("memory", filter=Q(state=PowerState.RUNNING)),
-        )
-    }
-    pool_stats = {
-        row["host"]: row
-        for row in StoragePool.objects.filter(present=True, active=True)
-        .values("host")
-        .annotate(capacity=Sum("capacity"), allocation=Sum("allocation"))
-    }
-    rows = []
-    for host in hosts:
-        vms = vm_stats.get(host.pk, {})
-        pools = pool_stats.get(host.pk, {})
-        rows.append(
-            {
-                "host": host,
-                "vm_total": vms.get("total", 0),
-                "vm_running": vms.get("running", 0),
-                "vcpus": vms.get("vcpus") or 0,
-                "vcpu_pct": _percent(vms.get("vcpus"), host.cpus),
-                "memory_used": host.memory_used,
-                "memory_pct": _percent(host.memory_used, host.memory_total),
-                "storage_capacity": pools.get("capacity") or 0,
-                "storage_allocation": pools.get("allocation") or 0,
-                "storage_pct": _percent(pools.get("allocation"), pools.get("capacity")),
-                "memory_text": f"{filesizeformat(host.memory_used)} of {filesizeformat(host.memory_total)}",
-                "vcpu_text": f"{vms.get('vcpus') or 0} vCPUs running on {host.cpus} CPUs",
-                "storage_text": f"{filesizeformat(pools.get('allocation') or 0)} of {filesizeformat(pools.get('capacity') or 0)}",
-            }
-        )
-    return rows
-
-
 @login_required
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
-    hosts = list(Host.objects.all())
+    from migrations_app.services import live
+
+    page = Paginator(capacity.by_attention(Host.objects.all()), DASHBOARD_HOSTS).get_page(request.GET.get("page"))
     visible = VirtualMachine.objects.visible_to(request.user).present()
     return render(
         request,
         "inventory/dashboard.html",
         {
-            "rows": _usage(hosts),
+            "rows": capacity.usage(page.object_list),
+            "page": page,
+            "summary": capacity.summary(),
             "my_vm_count": visible.count(),
+            "moving": [live.run_row(run) for run in live.fleet_runs(access.visible_runs(request.user))],
         },
     )
 
@@ -119,7 +69,7 @@ def host_detail(request: HttpRequest, name: str) -> HttpResponse:
         "inventory/host_detail.html",
         {
             "host": host,
-            "usage": _usage([host])[0],
+            "usage": capacity.usage([host])[0],
             "pools": host.pools.order_by("-present", "name"),
             "networks": host.networks.order_by("-present", "name"),
             "page": page,

@@ -1,14 +1,17 @@
 """The one place that writes run progress and state changes and publishes them to the channel layer.
 
-Run messages go to the group `migration-run-<id>`, plan state changes to `migration-plan-<id>` and
-new notifications to `notifications-user-<id>`; consumers (a later concern) only authorise,
-subscribe and forward. A channel layer that is down never stops a migration: publishing failures are
-logged and the durable rows stay the source of truth.
+A run's messages go to its own group `migration-run-<id>`, to its plan's group `migration-plan-<id>`
+and (progress and state only) to the fleet group; plan messages go to the plan's group and new
+notifications to `notifications-user-<id>`. Consumers (migrations_app.consumers) only authorise,
+subscribe and forward; the message format is described there. Every message carries `sent_at` (epoch
+seconds when it was handed to the channel layer). A channel layer that is down never stops a migration:
+publishing failures are logged and the durable rows stay the source of truth.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -28,24 +31,89 @@ def group_name(run_id: int) -> str:
     return f"migration-run-{run_id}"
 
 
+def plan_group_name(plan_id: int) -> str:
+    return f"migration-plan-{plan_id}"
+
+
+#: every fleet dashboard: runs' progress and state (each consumer forwards only the runs its user may see)
+FLEET_GROUP = "fleet"
+FLEET_KINDS = frozenset({"progress", "state"})
+
+#: run id -> plan id; a run never changes plan, so this is looked up once per run and process
+_plan_of_run: dict[int, int] = {}
+
+
+def _plan_id(run_id: int) -> int | None:
+    if run_id not in _plan_of_run:
+        plan_id = MigrationRun.objects.filter(pk=run_id).values_list("item__plan_id", flat=True).first()
+        if plan_id is None:
+            return None
+        if len(_plan_of_run) > 10_000:
+            _plan_of_run.clear()
+        _plan_of_run[run_id] = plan_id
+    return _plan_of_run[run_id]
+
+
+async def _group_send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
+    for group in groups:
+        await layer.group_send(group, message)
+
+
+def _send(groups: list[str], message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(_group_send)(layer, groups, {**message, "sent_at": time.time()})
+    except Exception:  # the channel layer is best effort; the database row is the record
+        log.warning("publishing %s to %s failed", message.get("type"), groups, exc_info=True)
+
+
 def publish(run_id: int, kind: str, payload: dict[str, Any]) -> None:
-    """Send one message to the run's group after the surrounding transaction commits."""
-    publish_group(group_name(run_id), f"run.{kind}", {"run": run_id, **payload})
+    """Send one message to the run's groups after the surrounding transaction commits."""
+
+    def send() -> None:
+        groups = [group_name(run_id)]
+        plan_id = _plan_id(run_id)
+        if plan_id is not None:
+            groups.append(plan_group_name(plan_id))
+        if kind in FLEET_KINDS:
+            groups.append(FLEET_GROUP)
+        _send(groups, {"type": f"run.{kind}", "run": run_id, **payload})
+
+    transaction.on_commit(send)
 
 
 def publish_group(group: str, message_type: str, payload: dict[str, Any]) -> None:
-    """Send one message to a group (a run's, a plan's, a user's notifications) after commit."""
+    """Send one message to one group (a plan's, a user's notifications) after commit."""
+    transaction.on_commit(lambda: _send([group], {"type": message_type, **payload}))
 
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(group, {"type": message_type, **payload})
-        except Exception:  # the channel layer is best effort; the database row is the record
-            log.warning("publishing %s to %s failed", message_type, group, exc_info=True)
 
-    transaction.on_commit(send)
+def publish_plan(plan_id: int, kind: str, payload: dict[str, Any]) -> None:
+    """Send one message to the plan's group after the surrounding transaction commits (`plan.<kind>`)."""
+    transaction.on_commit(
+        lambda: _send([plan_group_name(plan_id)], {"type": f"plan.{kind}", "plan": plan_id, **payload})
+    )
+
+
+def plan_changed(plan: Any, *, before: str = "", reason: str = "") -> None:
+    """A plan's status changed (saved by the caller, in its transaction): tell its watchers."""
+    publish_plan(
+        plan.pk,
+        "state",
+        {"status": plan.status, "status_label": plan.get_status_display(), "before": before, "reason": reason},
+    )
+
+
+def approval_recorded(plan_id: int, approval: dict[str, Any]) -> None:
+    """An approval decision was stored: `approval` = {"approver", "decision", "comment", "at"} as text."""
+    publish_plan(plan_id, "approval", {"approval": approval})
+
+
+def validation_result(run_id: int, result: dict[str, Any], report: dict[str, Any] | None = None) -> None:
+    """One post-migration validation result was stored: `result` = {"check_id", "severity", "message",
+    "evidence"}; `report` = {"status", "passed", "warned", "failed"} so far (see migrations_app.consumers)."""
+    publish(run_id, "validation", {"result": result, "report": report or {}})
 
 
 def record_sample(run: MigrationRun, sample: Sample, *, lease_seconds: int) -> ProgressSample:
@@ -83,6 +151,8 @@ def record_sample(run: MigrationRun, sample: Sample, *, lease_seconds: int) -> P
             run.pk,
             "progress",
             {
+                "sample": row.pk,
+                "elapsed_s": sample.elapsed_s,
                 "phase": sample.phase,
                 "percent": sample.percent,
                 "bytes_processed": sample.bytes_processed,
@@ -133,6 +203,7 @@ def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
 def state_payload(run: MigrationRun) -> dict[str, Any]:
     return {
         "status": run.status,
+        "status_label": run.get_status_display(),
         "phase_detail": run.phase_detail,
         "percent": run.percent,
         "downtime_ms": run.downtime_ms,

@@ -19,6 +19,4 @@ urlpatterns = [
     path("<int:pk>/emergency/", workflow_views.plan_emergency, name="plan_emergency"),
     path("<int:pk>/review/", workflow_views.plan_review, name="plan_review"),
     path("approvals/", workflow_views.approval_queue, name="approval_queue"),
-    path("runs/<int:pk>/", workflow_views.run_detail, name="run_detail"),
-    path("runs/<int:pk>/cancel/", workflow_views.run_cancel, name="run_cancel"),
 ]

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Min, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -28,9 +28,10 @@ from migrations_app.choices import (
     TargetFormat,
 )
 from migrations_app.forms import DecisionForm, EmergencyForm, OverrideForm, PlanCreateForm, PlanOptionsForm, ReviewForm
-from migrations_app.models import CheckResult, EmergencyReview, MigrationPlan, MigrationRun, PlanItem, Prediction
+from migrations_app.models import CheckResult, EmergencyReview, MigrationPlan, PlanItem, Prediction
+from migrations_app.services import live, scheduling
 from migrations_app.services import plans as plan_services
-from migrations_app.services import scheduling
+from migrations_app.services.live import HOST_BLOBS
 from vmportal import access
 from vmportal.access import Action
 from vmportal.ratelimits import over_limit, refusal
@@ -38,9 +39,9 @@ from vmportal.ratelimits import over_limit, refusal
 PAGE_SIZE = 50
 
 
-def _plan_for(request: HttpRequest, pk: int) -> MigrationPlan:
+def _plan_for(request: HttpRequest, pk: int, *related: str) -> MigrationPlan:
     try:
-        return MigrationPlan.objects.visible_to(request.user).select_related("team", "requester").get(pk=pk)
+        return MigrationPlan.objects.visible_to(request.user).select_related("team", "requester", *related).get(pk=pk)
     except MigrationPlan.DoesNotExist:
         raise Http404("No such plan, or it is not one of your teams' plans.") from None
 
@@ -98,23 +99,68 @@ def plan_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
-    """Areas in catalogue order, each with its results worst first; the worst area first overall."""
+#: stored for other pages and large: the VMs' XML and the hosts' capability documents
+LARGE_FIELDS_NOT_SHOWN = [
+    "vm__xml",
+    *(f"{host}__{field}" for host in ("vm__host", "source", "destination") for field in HOST_BLOBS),
+]
+#: plans with more VMs than this show passed checks as one line per check, not one per VM
+AUDIT_ROWS_PER_VM_UP_TO = 5
+
+
+RESULT_FIELDS = ("id", "item_id", "check_id", "area", "severity", "message", "evidence", "remediation")
+
+
+def _load_results(audit: Any, items: dict[int, PlanItem]) -> tuple[list[CheckResult], list[dict[str, Any]]]:
+    """The audit's results: (those listed one per VM, with their item attached; the passed ones folded).
+
+    In plans of many VMs, the checks that passed are folded into one line per check ("passed for 48 of
+    50 VMs"), so the problems stay in view; anything not passed is always listed per VM. The folding is
+    done by the database (a plan of 500 VMs has 16,000 results)."""
+    fold = len(items) > AUDIT_ROWS_PER_VM_UP_TO
+    listed_query = audit.results.exclude(severity=Severity.PASS) if fold else audit.results.all()
+    listed = []
+    for values in listed_query.values_list(*RESULT_FIELDS):
+        result = CheckResult(audit_id=audit.pk, **dict(zip(RESULT_FIELDS, values, strict=True)))
+        result.item = items[result.item_id]  # loaded already, with its VM: one object each, not one per result
+        listed.append(result)
+    passed = (
+        list(
+            audit.results.filter(severity=Severity.PASS)
+            .values("area", "check_id")
+            .annotate(count=Count("id"), message=Min("message"))
+            .order_by("check_id")
+        )
+        if fold
+        else []
+    )
+    return listed, passed
+
+
+def _group_results(results: list[CheckResult], passed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Areas in catalogue order, each with its listed results worst first and its folded passes (one line
+    per check: count and an example); the worst area first overall."""
     by_area: dict[str, list[CheckResult]] = defaultdict(list)
     for result in results:
         by_area[result.area].append(result)
+    folded: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in passed or []:
+        folded[entry["area"]].append(entry)
     groups = []
     for area in Area:
         rows = sorted(by_area.get(area.value, []), key=lambda r: (-SEVERITY_RANK[Severity(r.severity)], r.check_id))
-        if rows:
-            worst = rows[0].severity
+        passes = folded.get(area.value, [])
+        if rows or passes:
+            worst = rows[0].severity if rows else Severity.PASS
             counts = {s.value: sum(1 for r in rows if r.severity == s.value) for s in Severity}
+            counts[Severity.PASS.value] += sum(p["count"] for p in passes)
             groups.append(
                 {
                     "area": area.label,
                     "worst": worst,
                     "rank": SEVERITY_RANK[Severity(worst)],
                     "rows": rows,
+                    "passed": passes,
                     "counts": counts,
                 }
             )
@@ -125,21 +171,24 @@ def _group_results(results: list[CheckResult]) -> list[dict[str, Any]]:
 @login_required
 @require_safe
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    plan = _plan_for(request, pk)
-    items = list(
-        plan.items.select_related("vm", "vm__host", "source", "destination").prefetch_related(
+    plan = _plan_for(request, pk, "emergency__ran_by", "emergency__reviewed_by")
+    editable = plan.status in EDITABLE_PLAN_STATES
+    items_query = plan.items.select_related("vm", "vm__host", "source", "destination").defer(*LARGE_FIELDS_NOT_SHOWN)
+    if editable:  # the per-NIC and per-disk mapping forms
+        items_query = items_query.prefetch_related(
             "vm__nics", Prefetch("vm__disks", queryset=Disk.objects.select_related("pool"))
         )
-    )
-    dest_ids = {i.destination_id for i in items if i.destination_id}
+    items = list(items_query)
+    dest_ids = {i.destination_id for i in items if i.destination_id} if editable else set()
     networks: dict[int, list[str]] = defaultdict(list)
-    for net in Network.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
-        networks[net.host_id].append(net.name)
     pools: dict[int, list[StoragePool]] = defaultdict(list)
-    for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
-        pools[pool.host_id].append(pool)
+    if dest_ids:
+        for net in Network.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+            networks[net.host_id].append(net.name)
+        for pool in StoragePool.objects.filter(host_id__in=dest_ids, present=True).order_by("name"):
+            pools[pool.host_id].append(pool)
     audit = plan_services.latest_audit(plan)
-    results = list(audit.results.select_related("item__vm")) if audit else []
+    results, passed = _load_results(audit, {item.pk: item for item in items}) if audit else ([], [])
     everything = sees_everything(request.user)
     for result in results:
         result.shown_evidence = evidence_for(result.evidence, everything)  # type: ignore[attr-defined]
@@ -154,13 +203,17 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for item in items:
         item_results = results_by_item.get(item.pk, [])
         worst = max((SEVERITY_RANK[Severity(r.severity)] for r in item_results), default=-1)
+        if worst < 0 and passed:  # folded: every VM is audited with every check
+            worst = SEVERITY_RANK[Severity.PASS]
         rows.append(
             {
                 "item": item,
-                "nics": [(nic, item.network_map.get(nic.mac, "")) for nic in item.vm.nics.all()],
+                "nics": [(nic, item.network_map.get(nic.mac, "")) for nic in item.vm.nics.all()] if editable else [],
                 "disks": [
                     (d, item.storage_map.get(d.target, {})) for d in item.vm.disks.all() if d.target in item.storage_map
-                ],
+                ]
+                if editable
+                else [],
                 "networks": networks.get(item.destination_id or 0, []),
                 "pools": pools.get(item.destination_id or 0, []),
                 "live": by_item.get(item.pk, {}).get("live"),
@@ -168,16 +221,22 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "worst": [s for s, rank in SEVERITY_RANK.items() if rank == worst][0] if worst >= 0 else "",
             }
         )
-    blocks = plan_services.uncovered_blocks(plan, audit) if audit and audit.status == "done" else []
-    editable = plan.status in EDITABLE_PLAN_STATES and access.allowed(request.user, Action.PLAN_EDIT, plan)
-    runs: dict[int, MigrationRun] = {}
-    for run in MigrationRun.objects.filter(item__plan=plan).order_by("queued_at", "pk"):
-        runs[run.item_id] = run  # the latest run of each item
+    overrides = list(plan.overrides.select_related("admin"))
+    blocks = (
+        plan_services.uncovered_blocks(plan, audit, results=results, overrides=overrides)
+        if audit and audit.status == "done"
+        else []
+    )
+    editable = editable and access.allowed(request.user, Action.PLAN_EDIT, plan)
+    runs = live.latest_runs(i.pk for i in items)
     for row in rows:
         row["run"] = runs.get(row["item"].pk)  # type: ignore[attr-defined]
     pending = plan.status == PlanStatus.PENDING_APPROVAL
     user = request.user
-    emergency = EmergencyReview.objects.filter(plan=plan).select_related("ran_by", "reviewed_by").first()
+    try:
+        emergency: EmergencyReview | None = plan.emergency
+    except EmergencyReview.DoesNotExist:
+        emergency = None
     window = scheduling.effective_window(
         plan, hosts={i.source_id for i in items} | {i.destination_id for i in items if i.destination_id}
     )
@@ -188,11 +247,11 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "plan": plan,
             "rows": rows,
             "audit": audit,
-            "groups": _group_results(results),
+            "groups": _group_results(results, passed),
             "blocks": blocks,
             "editable": editable,
             "can_override": bool(blocks) and access.allowed(user, Action.PLAN_OVERRIDE, plan),
-            "overrides": plan.overrides.select_related("admin"),
+            "overrides": overrides,
             "approvals": plan.approvals.select_related("approver", "policy"),
             "may_decide": pending and access.allowed(user, Action.PLAN_APPROVE, plan),
             "decide_refusal": access.refusal(user, Action.PLAN_APPROVE, plan) if pending else None,
@@ -217,6 +276,9 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "override_form": OverrideForm(),
             "auditing": plan.status == PlanStatus.AUDITING,
             "fits_window": scheduling.fits_window(plan, window),
+            # live progress of the runs (migrations_app.consumers.PlanConsumer keeps it current)
+            "progress": live.plan_progress(plan, items, by_item if audit else None, runs=runs),
+            "history": live.plan_history(plan),
         },
     )
 

@@ -15,7 +15,6 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
@@ -168,38 +167,6 @@ def _run(request: HttpRequest, pk: int) -> MigrationRun:
         request.user,
         MigrationRun.objects.select_related("item__plan__team", "vm", "source", "destination"),
         pk=pk,
-    )
-
-
-@login_required
-@require_safe
-def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(request, pk)
-    return render(
-        request,
-        "migrations_app/run_detail.html",
-        {
-            "run": run,
-            "plan": run.item.plan,
-            "samples": list(run.samples.order_by("-at", "-pk")[:20]),
-            "may_cancel": access.allowed(request.user, Action.RUN_CANCEL, run),
-        },
-    )
-
-
-@login_required
-@require_POST
-def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(request, pk)
-    access.check_view(request.user, Action.RUN_CANCEL, run)
-    if request.POST.get("confirm") != "yes":
-        messages.error(request, "Tick the confirmation to cancel the move. Nothing was changed.")
-        return redirect("migrations_app:run_detail", pk=run.pk)
-    return _post_action(
-        request,
-        reverse("migrations_app:run_detail", args=[run.pk]),
-        lambda: scheduling.cancel_run(request.user, run),
-        "Cancel requested. A live move is aborted (the VM keeps running on the source); a cold one rolls back.",
     )
 
 

@@ -5,13 +5,6 @@ import pytest
 from tests.base import lab_up, make_personas
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    from django.conf import settings
-
-    # Personas are created in almost every test; a deliberately slow password hash only slows tests down.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(autouse=True)
 def fresh_cache() -> None:
     """Rate-limit counters live in the shared Redis cache and outlive a test session: each test starts

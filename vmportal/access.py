@@ -182,3 +182,35 @@ def check_view(user: AnyUser, action: Action | str, obj: Any = None) -> None:
     if obj is not None and not visible(user, obj):
         raise Http404("No such object, or it is not one of your teams'.")
     require(user, action, obj)
+
+
+# ---- querysets and questions the live pages and the websocket consumers ask ---------------------------
+
+
+def visible_plans(user: AnyUser) -> models.QuerySet[Any]:
+    """Plans the user may see (and watch live): the permission-carrying queryset, written once."""
+    from migrations_app.models import MigrationPlan
+
+    return MigrationPlan.objects.visible_to(user)
+
+
+def visible_runs(user: AnyUser) -> models.QuerySet[Any]:
+    """Runs the user may see: those of the plans they may see."""
+    from migrations_app.models import MigrationRun
+
+    if not user.is_authenticated:
+        return MigrationRun.objects.none()
+    return MigrationRun.objects.filter(item__plan__in=visible_plans(user).values("pk"))
+
+
+def may_watch_fleet(user: AnyUser) -> bool:
+    """Every signed-in user sees the hosts; the runs listed are filtered by `visible_runs`."""
+    return bool(user.is_authenticated)
+
+
+def may_watch_plan(user: AnyUser, plan_id: int) -> bool:
+    return visible_plans(user).filter(pk=plan_id).exists()
+
+
+def may_watch_run(user: AnyUser, run_id: int) -> bool:
+    return visible_runs(user).filter(pk=run_id).exists()

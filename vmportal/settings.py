@@ -149,9 +149,13 @@ RQ_SHOW_ADMIN_LINK = False
 RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "migrations_app.worker.ReconcilingWorker"}
 
 CHANNEL_PREFIX = env_str("VMPORTAL_CHANNEL_PREFIX", "vmportal")
+# Redis pub/sub: a message to a group crosses Redis once per web process, which hands it to each of its
+# websockets in memory (the list-based layer pops every message once per websocket, which is too slow
+# for hundreds of watchers of one run). Delivery is at most once; a browser that reconnects gets a
+# fresh snapshot from the database, so it still misses nothing.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
     }
 }
@@ -163,6 +167,8 @@ CACHES = {
         "KEY_PREFIX": f"{CHANNEL_PREFIX}:cache",
     }
 }
+# The fleet dashboard re-reads host capacity and reachability this often (and whenever a run ends).
+FLEET_REFRESH_SECONDS = env_int("VMPORTAL_FLEET_REFRESH_SECONDS", 30, minimum=5)
 
 # --- Auth and security ------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -171,6 +177,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if TESTING:
+    # Test accounts are made for nearly every test, and by the server processes browser tests start; a
+    # deliberately slow hash would dominate the run. Test mode refuses production settings, see above.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Login rate limit (django-axes): after this many failed logins for one user name from one address the
 # pair is locked out for the cool-off time; every lock-out is written to the audit log.
 AUTHENTICATION_BACKENDS = [
@@ -262,6 +272,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("VMPORTAL_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# tests and development serve the project's static files straight from the finders (no collectstatic)
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

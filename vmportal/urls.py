@@ -43,5 +43,6 @@ urlpatterns = [
     path("notifications/", workflow_views.notification_list, name="notifications"),
     path("notifications/read/", workflow_views.notifications_read, name="notifications_read"),
     path("audit-log/", workflow_views.audit_log, name="audit_log"),
+    path("runs/", include("migrations_app.run_urls")),
     path("", include("inventory.urls")),
 ]

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from migrations_app import events
 from migrations_app.choices import ApprovalKind, ChangeType, Decision, Mode, PlanStatus, Severity
 from migrations_app.models import (
     Approval,
@@ -28,7 +29,7 @@ from migrations_app.models import (
     MigrationPlan,
     StandardChangePolicy,
 )
-from migrations_app.services import auditlog, planstate
+from migrations_app.services import auditlog, live, planstate
 from migrations_app.services.plans import PlanError, latest_audit, uncovered_blocks
 from vmportal import access
 from vmportal.access import Action
@@ -49,10 +50,17 @@ def _comment(comment: str) -> str:
     return comment[:4000]
 
 
+def _store(**fields: Any) -> Approval:
+    """Store one decision and tell the plan's watchers after commit (the plan page's approval history)."""
+    approval = Approval.objects.create(**fields)
+    events.approval_recorded(approval.plan_id, live.approval_payload(approval))
+    return approval
+
+
 def _record(plan: MigrationPlan, approver: Any, decision: str, comment: str, **extra: Any) -> Approval:
     try:
         with transaction.atomic():
-            return Approval.objects.create(
+            return _store(
                 plan=plan, approver=approver, decision=decision, comment=comment, audit=latest_audit(plan), **extra
             )
     except IntegrityError:
@@ -152,7 +160,7 @@ def approve_if_standard(plan: MigrationPlan, audit: Audit) -> StandardChangePoli
     for policy in StandardChangePolicy.objects.filter(enabled=True).prefetch_related("teams"):
         why = policy_misfit(policy, plan, audit)
         if why is None:
-            Approval.objects.create(
+            _store(
                 plan=plan,
                 approver=None,
                 decision=Decision.APPROVE,

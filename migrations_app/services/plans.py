@@ -361,9 +361,24 @@ def latest_audit(plan: MigrationPlan) -> Audit | None:
     return plan.audits.order_by("-created_at", "-pk").first()
 
 
-def uncovered_blocks(plan: MigrationPlan, audit: Audit) -> list[CheckResult]:
-    covered = {tuple(pair) for o in plan.overrides.filter(audit=audit) for pair in o.covers}
-    return [r for r in audit.results.filter(severity=Severity.BLOCK) if (r.item_id, r.check_id) not in covered]
+def uncovered_blocks(
+    plan: MigrationPlan,
+    audit: Audit,
+    *,
+    results: list[CheckResult] | None = None,
+    overrides: list[Override] | None = None,
+) -> list[CheckResult]:
+    """The audit's blocks no override covers (`results` / `overrides`: the audit's results and the plan's
+    overrides, when the caller has loaded them already)."""
+    if overrides is None:
+        overrides = list(plan.overrides.filter(audit=audit))
+    covered = {tuple(pair) for o in overrides if o.audit_id == audit.pk for pair in o.covers}
+    blocks = (
+        [r for r in results if r.severity == Severity.BLOCK]
+        if results is not None
+        else audit.results.filter(severity=Severity.BLOCK)
+    )
+    return [r for r in blocks if (r.item_id, r.check_id) not in covered]
 
 
 def record_override(admin: Any, plan: MigrationPlan, reason: str) -> Override:

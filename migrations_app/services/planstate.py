@@ -48,10 +48,6 @@ def allowed(current: str, new: str) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
-def group_name(plan_id: int) -> str:
-    return f"migration-plan-{plan_id}"
-
-
 def transition(
     plan: MigrationPlan,
     new: str,
@@ -99,11 +95,7 @@ def transition(
         from migrations_app.services import notifications
 
         notifications.plan_changed(plan, current, new, actor=actor, reason=reason)
-        events.publish_group(
-            group_name(plan.pk),
-            "plan.state",
-            {"plan": plan.pk, "status": new, "before": current, "reason": reason},
-        )
+        events.plan_changed(plan, before=current, reason=reason)
     return plan
 
 

@@ -98,7 +98,7 @@ def effective_window(
         if occurrence is not None and (best is None or occurrence[0] < best[0]):
             best = (*occurrence, window)
     if best is None:
-        return Window(None, None, "no change window applies, so it starts once approved")
+        return Window(None, None, "no change window applies")
     return Window(best[0], best[1], f"the change window “{best[2].name}” ({best[2].applies_to})")
 
 

@@ -96,8 +96,11 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "migrations_app:plan_emergency": {"POST": DECIDE},
     "migrations_app:plan_review": {"POST": DECIDE},
     "migrations_app:approval_queue": {"GET": ADMINS_AND_AUDITORS},
-    "migrations_app:run_detail": {"GET": TEAM_VIEW},
-    "migrations_app:run_cancel": {"POST": TEAM_CHANGE},
+    "runs:run_detail": {"GET": TEAM_VIEW},
+    "runs:run_cancel": {"POST": TEAM_CHANGE},
+    "runs:history": {"GET": EVERYONE},
+    "runs:export_csv": {"GET": EVERYONE},
+    "runs:export_json": {"GET": EVERYONE},
     "manage:team_list": {"GET": ADMINS_AND_AUDITORS, "POST": ADMINS},
     "manage:team_detail": {"GET": ADMINS_AND_AUDITORS},
     "manage:team_member_add": {"POST": ADMINS},
@@ -122,7 +125,7 @@ POST_DATA: dict[str, dict[str, Any]] = {
     "login": {"username": "nobody", "password": "wrong"},
     "migrations_app:plan_decide": {"decision": "approve", "comment": "Looks fine to me."},
     "migrations_app:plan_cancel": {"confirm": "yes"},
-    "migrations_app:run_cancel": {"confirm": "yes"},
+    "runs:run_cancel": {"confirm": "yes"},
     "migrations_app:plan_review": {"comment": "Reviewed."},
     "migrations_app:plan_emergency": {"justification": "The host is failing right now.", "confirm": "on"},
     "manage:team_member_add": {"username": "bob"},
@@ -161,7 +164,7 @@ def _kwargs(name: str, pattern: URLPattern, scene: dict[str, Any], persona: str)
     plan = scene["plan_c" if persona == "approver_own" else "plan_a"]
     values: dict[str, Any] = {}
     for key in pattern.pattern.converters:  # type: ignore[attr-defined]
-        if key == "pk" and name.startswith("migrations_app:run_"):
+        if key == "pk" and name.startswith("runs:run_"):
             values[key] = scene["run"].pk
         elif key == "pk" and name.startswith("manage:"):
             values[key] = scene["settings_rows"][name.split(":")[1].rsplit("_", 1)[0]].pk

@@ -272,18 +272,18 @@ def test_a_run_is_cancelled_from_its_page_after_confirmation(
         scheduling.start_next_wave(plan)
     run = MigrationRun.objects.get()
     login(client, world["alice"])
-    page = client.get(reverse("migrations_app:run_detail", args=[run.pk])).content.decode()
+    page = client.get(reverse("runs:run_detail", args=[run.pk])).content.decode()
     assert "the live move is aborted and the VM keeps running on src" in page
-    client.post(reverse("migrations_app:run_cancel", args=[run.pk]))
+    client.post(reverse("runs:run_cancel", args=[run.pk]))
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(reverse("migrations_app:run_cancel", args=[run.pk]), {"confirm": "yes"})
+        client.post(reverse("runs:run_cancel", args=[run.pk]), {"confirm": "yes"})
     run.refresh_from_db()
     plan.refresh_from_db()
     assert run.status == RunStatus.CANCELLED and plan.status == PlanStatus.FAILED  # nothing moved
     login(client, world["bob"])
-    assert client.get(reverse("migrations_app:run_detail", args=[run.pk])).status_code == 404
+    assert client.get(reverse("runs:run_detail", args=[run.pk])).status_code == 404
 
 
 def test_a_scheduled_plan_can_be_cancelled_and_its_start_job_then_does_nothing(
