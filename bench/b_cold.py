@@ -106,7 +106,13 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         put_back()  # untimed
         vm = VirtualMachine.objects.get(uuid=guest.uuid)
         plan = MigrationPlan.objects.create(
-            name="bench cold", requester=owner, team=team, mode="cold", fresh_backup=False, shutdown_timeout_s=5
+            name="bench cold",
+            requester=owner,
+            team=team,
+            mode="cold",
+            status="approved",
+            fresh_backup=False,
+            shutdown_timeout_s=5,
         )
         item = PlanItem.objects.create(
             plan=plan,
