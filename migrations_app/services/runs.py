@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from inventory.models import Host
 from migrations_app import events
-from migrations_app.choices import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, Mode, RunStatus
+from migrations_app.choices import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, Mode, PlanStatus, RunStatus
 from migrations_app.models import MigrationRun, PlanItem
 from migrations_app.services import auditlog
 
@@ -35,6 +35,8 @@ LEASE_SECONDS = settings.RUN_LEASE_SECONDS
 MAX_MOVE_SECONDS = settings.MAX_MOVE_SECONDS
 #: "queued" runs whose job is in the RQ queue carry this job id until a worker picks them up.
 DISPATCHED = "dispatched"
+#: plans whose items may become runs: approved, and on to their window and their waves
+STARTABLE_PLAN_STATES = frozenset({PlanStatus.APPROVED, PlanStatus.SCHEDULED, PlanStatus.RUNNING})
 
 
 class RunError(ValueError):
@@ -70,8 +72,11 @@ def plan_options(item: PlanItem) -> dict[str, Any]:
 def start_item(actor: Any, item: PlanItem) -> MigrationRun:
     """Create a queued run (live or cold, as the item resolved) for one plan item and queue it after commit.
 
-    Refused when the item has no destination or its VM already has a run in progress.
+    Refused when the plan is not approved, the item has no destination or its VM already has a run in
+    progress.
     """
+    if item.plan.status not in STARTABLE_PLAN_STATES:
+        raise RunError(f"The plan is {item.plan.get_status_display().lower()}, not approved: nothing can start yet.")
     if item.destination_id is None:
         raise RunError("Choose a destination for this VM first.")
     mode = item.mode or item.plan.mode

@@ -34,7 +34,12 @@ def cold_item(
     options.setdefault("shutdown_timeout_s", 5)
     options.setdefault("allow_force_off", True)  # SeaBIOS guests never finish a graceful shutdown
     plan = MigrationPlan.objects.create(
-        name=f"move {guest.name}", requester=personas["alice"], team=personas["payments"], mode=mode, **options
+        name=f"move {guest.name}",
+        requester=personas["alice"],
+        team=personas["payments"],
+        mode=mode,
+        status="approved",
+        **options,
     )
     storage = default_storage_map(vm, dest)
     for target in storage:
