@@ -27,6 +27,7 @@ from inventory.services.hosts import check_migration_uri
 from inventory.services.sync import sync_host
 from migrations_app import events
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.engine import recovery
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
 from migrations_app.models import MigrationRun
 from migrations_app.services import auditlog, runs
@@ -340,7 +341,8 @@ class LiveMove:
         uuid = str(self.vm.uuid)
         there = hv.locate(self.source.uri, uuid, self.timeout)
         here = hv.locate(self.destination.uri, uuid, self.timeout)
-        if here.running and not there.running:
+        found = recovery.whereabouts(there, here)
+        if found == recovery.Whereabouts.MOVED:
             # the job reported an error after the switch (e.g. while confirming): the VM did move
             record_moved(self.run)
             runs.finish(
@@ -351,19 +353,10 @@ class LiveMove:
                 pending_cleanup={},
             )
             return
-        if self.aborted_by == "cancel":
-            status, message = RunStatus.CANCELLED, "Cancelled: the live move was aborted."
-        elif self.aborted_by == "policy":
-            status = RunStatus.FAILED
-            message = (
-                f"The guest did not converge: it dirties memory faster than it can be sent, even at the "
-                f"maximum downtime of {self.policy.steps[-1]} ms; the move was aborted as the plan says."
-            )
-        elif self.aborted_by == "timeout":
-            status = RunStatus.FAILED
-            message = f"The move took longer than the {runs.MAX_MOVE_SECONDS} s allowed and was aborted."
-        else:
-            status, message = RunStatus.FAILED, error.message
+        failure = recovery.live_failure(
+            self.aborted_by, error.message, max_downtime_ms=self.policy.steps[-1], max_move_s=runs.MAX_MOVE_SECONDS
+        )
+        status, message = failure.status, failure.message
         if there.running:
             where = f"The VM keeps running on {self.source}."
         elif there.exists:

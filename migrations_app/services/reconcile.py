@@ -21,6 +21,7 @@ from inventory.hypervisor import migrate as hv
 from migrations_app import events
 from migrations_app.choices import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, Mode, RunStatus
 from migrations_app.engine.live import cleanup, record_moved
+from migrations_app.engine.recovery import Whereabouts, whereabouts
 from migrations_app.models import MigrationRun
 from migrations_app.services import runs
 
@@ -80,7 +81,8 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
         time.sleep(ADOPT_POLL_S)
         src = hv.locate(run.source.uri, uuid, _timeout())
     dst = hv.locate(run.destination.uri, uuid, _timeout())
-    if not src.reachable or not dst.reachable:
+    found = whereabouts(src, dst)
+    if found == Whereabouts.UNREACHABLE:
         # cannot tell yet: give the lease back so the next pass tries again
         down = run.source if not src.reachable else run.destination
         events.run_changed(
@@ -88,7 +90,7 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
         )
         return {"run": run.pk, "decision": "unreachable"}
     cancelled = run.cancel_requested
-    if dst.running and not src.running:
+    if found == Whereabouts.MOVED:
         record_moved(run)
         stats = hv.completed_stats(run.destination.uri, uuid, _timeout())
         fields: dict[str, Any] = {"transferred_at": run.transferred_at or timezone.now(), "percent": 100.0}
@@ -108,7 +110,7 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
             **fields,
         )
         return {"run": run.pk, "decision": "succeeded"}
-    if src.running and dst.running:
+    if found == Whereabouts.BOTH:
         runs.finish(
             run,
             RunStatus.FAILED,
@@ -116,7 +118,7 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
             outcome=f"An admin must decide which of {run.source} and {run.destination} keeps it.",
         )
         return {"run": run.pk, "decision": "both"}
-    if src.running:
+    if found == Whereabouts.ON_SOURCE:
         note, pending = cleanup(run)
         status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
         runs.finish(
