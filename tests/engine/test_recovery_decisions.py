@@ -130,7 +130,7 @@ def _place(fake: FakeHosts, run: MigrationRun, source: str, destination: str, **
 
 def test_resolve_a_vm_that_moved_records_the_move_and_the_figures(fake: FakeHosts, run: MigrationRun) -> None:
     _place(fake, run, "", "running")
-    fake.stats = hv.JobStats(active=False, downtime_ms=42.0, raw={"downtime": 42})
+    fake.stats = hv.JobStats(active=False, downtime_ms=42, raw={"downtime": 42})
     assert reconcile.resolve(run)["decision"] == "succeeded"
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.downtime_ms == 42.0 and run.pending_cleanup == {}
