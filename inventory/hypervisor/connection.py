@@ -24,6 +24,10 @@ from .errors import (
 
 T = TypeVar("T")
 
+#: Seconds a connection may take to open when the caller passes none; the portal passes its setting
+#: VMPORTAL_LIBVIRT_CONNECT_TIMEOUT (the same 15 s unless configured).
+DEFAULT_TIMEOUT_S = 15.0
+
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -103,7 +107,7 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
 
 
 @contextmanager
-def connect(uri: str, timeout: float = 15.0) -> Iterator[libvirt.virConnect]:
+def connect(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[libvirt.virConnect]:
     """A libvirt connection for the duration of a block; closed afterwards whatever happens.
 
     The URI must already have passed `validate_uri`; callers go through `inventory.services.hosts`.

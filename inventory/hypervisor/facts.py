@@ -25,7 +25,7 @@ import libvirt
 from defusedxml import ElementTree
 
 from . import domxml
-from .connection import _open, call, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, _open, call, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
 from .reader import _STATES
 from .types import BackingFile, DiskInfo, DomainInfo
@@ -453,7 +453,7 @@ class FactsReader:
     raised again for later requests of the same host, so an unreachable host costs one timeout.
     """
 
-    def __init__(self, timeout: float = 15.0) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.timeout = timeout
         self._conns: dict[str, libvirt.virConnect] = {}
         self._hosts: dict[str, HostFacts] = {}
@@ -762,7 +762,7 @@ class FactsReader:
 
 
 def read_facts(
-    uri: str, guest_uuids: Iterable[str] = (), timeout: float = 15.0
+    uri: str, guest_uuids: Iterable[str] = (), timeout: float = DEFAULT_TIMEOUT_S
 ) -> tuple[HostFacts, dict[str, GuestFacts | None]]:
     """One host and some of its guests in one connection (for callers outside an audit)."""
     with FactsReader(timeout) as reader:

@@ -17,7 +17,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import call, connect, lookup_domain, translate
+from .connection import DEFAULT_TIMEOUT_S, call, connect, lookup_domain, translate
 from .domxml import parse_xml
 from .errors import HypervisorError, NotFound, OperationFailed
 
@@ -73,7 +73,7 @@ def disks_of(xml: str) -> list[DiskRef]:
     return result
 
 
-def definition(uri: str, uuid: str, timeout: float = 15.0) -> Definition:
+def definition(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> Definition:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
         xml = call(
@@ -84,7 +84,7 @@ def definition(uri: str, uuid: str, timeout: float = 15.0) -> Definition:
         return Definition(uuid=uuid, name=dom.name(), xml=xml, running=running, disks=disks_of(xml))
 
 
-def is_running(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def is_running(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
         return dom.state()[0] in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
@@ -97,7 +97,7 @@ def shutdown(
     grace_s: float,
     force: bool,
     tick: Callable[[], None] | None = None,
-    timeout: float = 15.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> str:
     """Ask the guest to power off (ACPI); after `grace_s`, power it off if `force`, else raise.
 
@@ -135,14 +135,14 @@ def shutdown(
         return "forced off"
 
 
-def start(uri: str, uuid: str, timeout: float = 15.0) -> None:
+def start(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
         if not dom.isActive():
             call(dom.create, "starting the VM")
 
 
-def destroy(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def destroy(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Power a domain off hard; False when it was not running or not there."""
     with _conn(uri, timeout) as conn:
         try:
@@ -155,14 +155,14 @@ def destroy(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def define(uri: str, xml: str, timeout: float = 15.0) -> str:
+def define(uri: str, xml: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Define (persistently) a domain; returns its name."""
     with _conn(uri, timeout) as conn:
         dom = call(lambda: conn.defineXML(xml), "defining the VM")
         return str(dom.name())
 
 
-def undefine(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def undefine(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Remove an inactive definition, keeping its disks. False when there was none."""
     with _conn(uri, timeout) as conn:
         try:
@@ -180,7 +180,7 @@ def undefine(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def exists(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def exists(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     with _conn(uri, timeout) as conn:
         try:
             conn.lookupByUUIDString(uuid)
@@ -191,7 +191,7 @@ def exists(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def missing_disks(uri: str, uuid: str, timeout: float = 15.0) -> list[str]:
+def missing_disks(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """Disks of the domain's running definition whose files the host cannot find (as volumes)."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -223,7 +223,7 @@ def push_backup(
     targets: dict[str, str],
     *,
     tick: Callable[[dict[str, Any]], None] | None = None,
-    timeout: float = 15.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     max_s: float = 6 * 3600,
 ) -> dict[str, Any]:
     """Run a push-mode backup of the running domain's disks into new qcow2 files (`targets`: disk

@@ -21,7 +21,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import _open, call, connect, lookup_domain, translate
+from .connection import DEFAULT_TIMEOUT_S, _open, call, connect, lookup_domain, translate
 from .domxml import METADATA_NS, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .storage import _volume_xml
@@ -71,7 +71,7 @@ class MigrationRequest:
     disks: dict[str, DiskPlacement] = field(default_factory=dict)  # target → placement
     options: LiveOptions = field(default_factory=LiveOptions)
     run_tag: str = ""
-    timeout: float = 15.0
+    timeout: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ def _run_tag(dom: libvirt.virDomain) -> str:
 # ---- small operations --------------------------------------------------------------------------------
 
 
-def tag_domain(uri: str, uuid: str, run_tag: str, timeout: float = 15.0) -> None:
+def tag_domain(uri: str, uuid: str, run_tag: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
     """Record the run id in the domain's vmportal metadata (live and persistent), keeping the team tag."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -326,7 +326,7 @@ def _tag(dom: libvirt.virDomain, run_tag: str) -> None:
     )
 
 
-def locate(uri: str, uuid: str, timeout: float = 15.0) -> DomainLocation:
+def locate(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> DomainLocation:
     """Is the UUID on this host, in which state, with a migration job running? Never raises."""
     try:
         with _conn(uri, timeout) as conn:
@@ -357,7 +357,7 @@ def locate(uri: str, uuid: str, timeout: float = 15.0) -> DomainLocation:
         return DomainLocation(host_uri=uri, reachable=not isinstance(exc, HostUnreachable), error=exc.message)
 
 
-def abort_job(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def abort_job(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Abort a running migration of the domain from a new connection; False when there was none."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -370,7 +370,7 @@ def abort_job(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def completed_stats(uri: str, uuid: str, timeout: float = 15.0) -> JobStats | None:
+def completed_stats(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> JobStats | None:
     """The completed job's stats as the destination reports them (downtime, elapsed, memory)."""
     try:
         with _conn(uri, timeout) as conn:
@@ -383,7 +383,9 @@ def completed_stats(uri: str, uuid: str, timeout: float = 15.0) -> JobStats | No
     return _stats(raw)
 
 
-def cleanup_destination(uri: str, uuid: str, volumes: list[dict[str, str]], timeout: float = 15.0) -> list[str]:
+def cleanup_destination(
+    uri: str, uuid: str, volumes: list[dict[str, str]], timeout: float = DEFAULT_TIMEOUT_S
+) -> list[str]:
     """Remove what a failed move left on the destination: an inactive definition and the volumes the move
     created. A domain that runs there is never touched, and neither are the volumes it uses.
 

@@ -7,7 +7,7 @@ import time
 import libvirt
 
 from . import domxml
-from .connection import call, connect, elapsed_ms, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, call, connect, elapsed_ms, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
 from .types import ConnectionReport, DiskInfo, DomainInfo, HostInfo, HostSnapshot, NetworkInfo, PoolInfo
 
@@ -26,7 +26,7 @@ _STATES = {
 SHARED_POOL_TYPES = {"netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "mpath", "vstorage"}
 
 
-def test_connection(uri: str, timeout: float = 15.0) -> ConnectionReport:
+def test_connection(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> ConnectionReport:
     """Open the host, read its name and versions. Never raises for a host problem."""
     start = time.monotonic()
     try:
@@ -158,7 +158,7 @@ def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) ->
     return info
 
 
-def read_host(uri: str, timeout: float = 15.0) -> HostSnapshot:
+def read_host(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> HostSnapshot:
     """Read everything vmportal keeps about a host. Raises HypervisorError subclasses."""
     with connect(uri, timeout) as conn:
         host = _host_info(conn)

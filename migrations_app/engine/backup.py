@@ -36,6 +36,7 @@ from inventory.hypervisor.migrate import rewrite_xml
 from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
+from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport, read_digest
 from migrations_app.models import Backup, BackupMethod, BackupState, MigrationRun
 
@@ -53,10 +54,6 @@ def retention_days() -> int:
 
 class BackupFailed(OperationFailed):
     """No usable backup was made; whatever it had written was removed."""
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
 
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)

@@ -36,6 +36,7 @@ from migrations_app.engine import backup as backups
 from migrations_app.engine import rollback
 from migrations_app.engine.live import LiveMove, RunRefused, record_moved
 from migrations_app.engine.progress import Sample
+from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport
 from migrations_app.models import MigrationRun, RetainedDisk
 from migrations_app.services import runs
@@ -50,10 +51,6 @@ SAMPLE_EVERY_S = 0.5
 
 class Cancelled(Exception):
     """A cancel was requested; the move stops and rolls back."""
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
 
 
 def chunk_size() -> int:

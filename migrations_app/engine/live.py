@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,6 +28,7 @@ from migrations_app import events
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
 from migrations_app.engine import recovery
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
+from migrations_app.engine.shared import libvirt_timeout
 from migrations_app.models import MigrationRun
 from migrations_app.services import auditlog, runs
 
@@ -92,7 +92,7 @@ class LiveMove:
         self.destination: Host = run.destination
         self.vm: VirtualMachine = run.vm
         self.opts: dict[str, Any] = dict(run.options)
-        self.timeout = float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
+        self.timeout = libvirt_timeout()
         self.tracker = ProgressTracker()
         self.policy = ConvergencePolicy(
             max_downtime_ms=int(self.opts.get("max_downtime_ms") or 300),

@@ -15,8 +15,6 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from django.conf import settings
-
 from inventory.hypervisor import HostUnreachable, HypervisorError
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor import migrate as hv
@@ -24,14 +22,11 @@ from inventory.hypervisor.storage import VolumeHost
 from migrations_app import events
 from migrations_app.choices import RunStatus
 from migrations_app.engine.live import cleanup
+from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.models import MigrationRun
 from migrations_app.services import runs
 
 log = logging.getLogger(__name__)
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
 
 
 def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False) -> MigrationRun:

@@ -13,7 +13,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -22,16 +21,13 @@ from migrations_app import events
 from migrations_app.choices import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, Mode, RunStatus
 from migrations_app.engine.live import cleanup, record_moved
 from migrations_app.engine.recovery import Whereabouts, whereabouts
+from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.models import MigrationRun
 from migrations_app.services import runs
 
 log = logging.getLogger(__name__)
 
 ADOPT_POLL_S = 1.0
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
 
 
 def reconcile() -> list[dict[str, Any]]:
