@@ -30,8 +30,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from migrations_app import rules
 from migrations_app.choices import Mode, RunStatus, Verdict
 
 if TYPE_CHECKING:
@@ -379,7 +381,7 @@ class PlanTotals:
     explanation: str
 
 
-def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction]) -> PlanTotals:
+def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction], now: datetime | None = None) -> PlanTotals:
     """The plan's predicted total and whether it fits its change window.
 
     Per item the prediction of its resolved mode counts (`item.mode`), else the recommended one.
@@ -411,11 +413,15 @@ def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction]) -> PlanT
             incoming[dst.pk] = dst.max_incoming
         jobs.append(Job(chosen.duration_s, src.pk, dst.pk if dst else None, item.wave))
     total = schedule(jobs, outgoing, incoming) if jobs else None
-    window_s = None
-    fits = None
-    if plan.window_start and plan.window_end:
-        window_s = (plan.window_end - plan.window_start).total_seconds()
-        fits = total is not None and unknown == 0 and total <= window_s
+    from django.utils import timezone
+
+    at = now or timezone.now()
+    window_s = rules.window_left_s(plan.window_start, plan.window_end, at)
+    fits = rules.fits_window(total, plan.window_start, plan.window_end, at)
+    if fits is None and window_s is not None:
+        fits = False  # a window, but no predicted total to put in it
+    elif fits and unknown:
+        fits = False  # items without a prediction may not fit
     text = f"About {total:.0f} s in total" if total is not None else "No predicted total"
     if unknown:
         text += f"; {unknown} item(s) without a predicted duration are not counted"
@@ -620,21 +626,35 @@ def _write_rate(plan: MigrationPlan, destination: Host, pool: str) -> tuple[floa
     return cache[key]  # type: ignore[no-any-return]
 
 
-def disks_to_copy(item: PlanItem) -> list[dict[str, Any]]:
-    """Every disk of the VM with its pools and whether a move copies it.
+def _shared_pools(plan: MigrationPlan, host: Host) -> set[str]:
+    """Names of the host's pools that are shared (one query per destination and audit, not per VM)."""
+    from inventory.models import StoragePool
 
-    A disk stays put only when its pool is shared and the storage map keeps it in that pool; its
-    bytes to copy are its allocation (sparse images copy only what was written), else its capacity.
+    key = ("shared pools", host.pk)
+    cache = _cache(plan)
+    if key not in cache:
+        cache[key] = {p.name for p in StoragePool.objects.filter(host=host, present=True) if p.shared}
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def disks_to_copy(item: PlanItem, plan: MigrationPlan | None = None) -> list[dict[str, Any]]:
+    """Every disk of the VM with its pools and whether a move copies it (`rules.disk_copied`).
+
+    A disk stays put only when its pool is shared, the storage map keeps it in that pool and that pool
+    is shared on the destination too; its bytes to copy are its allocation (sparse images copy only
+    what was written), else its capacity.
     """
     storage_map = item.storage_map or {}
+    destination = item.destination or item.source
+    shared_there = _shared_pools(plan or item.plan, destination)
     rows = []
     for disk in item.vm.disks.all():
-        if disk.device != "disk":
+        if disk.device not in ("disk", "lun") or not disk.source:
             continue
         pool = disk.pool
         mapped = (storage_map.get(disk.target) or {}).get("pool") or (pool.name if pool else "")
         shared = bool(pool and pool.shared)
-        copied = not (shared and pool is not None and mapped == pool.name)
+        copied = rules.disk_copied(pool.name if pool else "", shared, mapped, mapped in shared_there)
         size = disk.allocation if disk.allocation is not None else (disk.capacity or 0)
         rows.append(
             {
@@ -735,7 +755,7 @@ def predict_item(item: PlanItem, plan: MigrationPlan, facts: PredictionFacts | N
     )
 
     # disks and the destination's write throughput
-    disks = disks_to_copy(item)
+    disks = disks_to_copy(item, plan)
     copy_bytes = sum(d["bytes_to_copy"] for d in disks)
     write = facts.destination_write_bps
     write_src = "given" if write is not None else ""

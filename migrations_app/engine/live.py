@@ -24,7 +24,7 @@ from inventory.hypervisor import migrate as hv
 from inventory.models import Host, StoragePool, VirtualMachine
 from inventory.services.hosts import check_migration_uri
 from inventory.services.sync import sync_host
-from migrations_app import events
+from migrations_app import events, rules
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
 from migrations_app.engine import recovery
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
@@ -117,13 +117,15 @@ class LiveMove:
             dest_pool = dest_pools.get(pool_name)
             if dest_pool is None:
                 raise RunRefused(f"Disk {disk.target} has no storage pool mapped on {self.destination}.")
-            same_shared = (
-                disk.pool is not None and disk.pool.shared and dest_pool.shared and disk.pool.name == dest_pool.name
-            )
             result[disk.target] = hv.DiskPlacement(
                 target=disk.target,
                 pool=dest_pool.name,
-                copy=not same_shared,
+                copy=rules.disk_copied(
+                    disk.pool.name if disk.pool else "",
+                    bool(disk.pool and disk.pool.shared),
+                    pool_name,
+                    dest_pool.shared,
+                ),
                 format=choice.get("format", "keep") or "keep",
             )
         return result
