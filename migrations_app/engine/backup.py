@@ -24,7 +24,7 @@ import uuid as uuid_lib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +50,11 @@ PREFIX = "vmportal-backup"
 
 def retention_days() -> int:
     return int(settings.BACKUP_RETENTION_DAYS)
+
+
+def retain_until() -> datetime:
+    """Until when what a move keeps (source disks, backups) is retained."""
+    return timezone.now() + timedelta(days=retention_days())
 
 
 class BackupFailed(OperationFailed):
@@ -315,7 +320,7 @@ def run_phase(run: MigrationRun, advance: Callable[[str, str], None]) -> bool:
     """
     from migrations_app import events
     from migrations_app.choices import RunStatus
-    from migrations_app.services import runs
+    from migrations_app.engine import runstate as runs
 
     advance(RunStatus.BACKUP, "Backing up the definition and disks (the VM keeps running)")
     if run.status == RunStatus.CANCELLING:

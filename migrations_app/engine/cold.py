@@ -31,16 +31,16 @@ from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app import events
-from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.choices import RunStatus
 from migrations_app.engine import backup as backups
-from migrations_app.engine import rollback
-from migrations_app.engine.live import LiveMove, RunRefused, record_moved
+from migrations_app.engine import rollback, shared
+from migrations_app.engine import runstate as runs
+from migrations_app.engine.backup import retain_until
 from migrations_app.engine.progress import Sample
+from migrations_app.engine.shared import RunRefused, placements, record_moved
 from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport
 from migrations_app.models import MigrationRun, RetainedDisk
-from migrations_app.services import runs
-from migrations_app.services.backups import retain_until
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +57,14 @@ def chunk_size() -> int:
     return int(settings.COLD_CHUNK_BYTES or DEFAULT_CHUNK)
 
 
-def execute(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+def execute(run_id: int, *, job_id: str = "inline", worker: str | None = None) -> dict[str, Any]:
     """Claim and perform one cold run. Returns a small summary for the RQ job result."""
-    run = runs.try_claim(run_id, job_id=job_id or "inline", worker=worker or runs.worker_identity())
-    if run is None:
-        return {"run": run_id, "claimed": False}
-    move = ColdMove(run)
-    try:
-        move.perform()
-    except Exception as exc:  # our own bug: roll back if the VM was already stopped, keep the traceback
-        log.exception("cold run %s crashed", run_id)
-        run.refresh_from_db()
-        if run.status not in TERMINAL_RUN_STATES:
-            rollback.roll_back(
-                run,
-                reason=f"The worker hit an internal error: {exc}",
-                raw=traceback.format_exc()[-8000:],
-            )
-    run.refresh_from_db()
-    return {"run": run_id, "claimed": True, "status": run.status}
+    return shared.execute(run_id, lambda run: ColdMove(run).perform(), _after_crash, job_id=job_id, worker=worker)
+
+
+def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
+    """A crash in our own code: roll back (the VM may already be stopped), keeping the traceback."""
+    rollback.roll_back(run, reason=f"The worker hit an internal error: {exc}", raw=trace)
 
 
 @dataclass
@@ -139,7 +128,7 @@ class ColdMove:
 
     def perform(self) -> None:
         try:
-            placements = LiveMove(self.run).placements()
+            disk_places = placements(self.run)
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return
@@ -165,7 +154,7 @@ class ColdMove:
             )
             return
         try:
-            jobs = self.disk_jobs(defn, placements)
+            jobs = self.disk_jobs(defn, disk_places)
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return

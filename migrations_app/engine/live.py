@@ -11,26 +11,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import transaction
 from django.utils import timezone
 
-from inventory.hypervisor import HostUnreachable, HypervisorError, InvalidURI
+from inventory.hypervisor import HypervisorError, InvalidURI
 from inventory.hypervisor import migrate as hv
-from inventory.models import Host, StoragePool, VirtualMachine
+from inventory.models import Host, VirtualMachine
 from inventory.services.hosts import check_migration_uri
-from inventory.services.sync import sync_host
-from migrations_app import events, rules
-from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
-from migrations_app.engine import recovery
+from migrations_app import events
+from migrations_app.choices import RunStatus
+from migrations_app.engine import recovery, shared
+from migrations_app.engine import runstate as runs
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
-from migrations_app.engine.shared import libvirt_timeout
+from migrations_app.engine.shared import (  # noqa: F401  (shared by both engines; also known under these names)
+    RunRefused,
+    cleanup,
+    libvirt_timeout,
+    placements,
+    record_moved,
+)
 from migrations_app.models import MigrationRun
-from migrations_app.services import auditlog, runs
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +42,18 @@ POLL_S = 0.5
 FIRST_POLL_S = 0.05
 
 
-class RunRefused(Exception):
-    """The run cannot start as planned (mapping missing, VM not running…); nothing was changed."""
-
-
-def execute(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+def execute(run_id: int, *, job_id: str = "inline", worker: str | None = None) -> dict[str, Any]:
     """Claim and perform one live run. Returns a small summary for the RQ job result."""
-    run = runs.try_claim(run_id, job_id=job_id or "inline", worker=worker or runs.worker_identity())
-    if run is None:
-        return {"run": run_id, "claimed": False}
-    try:
-        LiveMove(run).perform()
-    except Exception as exc:  # a crash in our own code: keep the traceback, let libvirt's facts decide
-        log.exception("run %s crashed", run_id)
-        run.refresh_from_db()
-        if run.status not in TERMINAL_RUN_STATES:
-            _after_crash(run, exc, traceback.format_exc())
-    run.refresh_from_db()
-    return {"run": run_id, "claimed": True, "status": run.status, "downtime_ms": run.downtime_ms}
+    return shared.execute(run_id, lambda run: LiveMove(run).perform(), _after_crash, job_id=job_id, worker=worker)
 
 
 def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
-    """Record the crash, then settle the run the way the reconciler would: by asking both hosts where the
-    VM is. If even that fails, the lease is given up so the scheduled reconciler settles it later."""
-    from migrations_app.services import reconcile
-
-    MigrationRun.objects.filter(pk=run.pk).update(error_raw=trace[-8000:])
+    """A crash in our own code: record it, then settle the run the way the reconciler would, by asking
+    both hosts where the VM is. If even that fails, the lease is given up so the scheduled reconciler
+    settles it later."""
+    events.run_changed(run, error_raw=trace)
     try:
-        reconcile.resolve(run, wait=True)
+        recovery.resolve(run, wait=True)
     except Exception:
         log.exception("settling run %s after a crash failed", run.pk)
         events.run_changed(run, lease_until=timezone.now(), phase_detail=f"The worker hit an internal error: {exc}")
@@ -106,29 +93,7 @@ class LiveMove:
     # ---- the request -------------------------------------------------------------------------------
 
     def placements(self) -> dict[str, hv.DiskPlacement]:
-        storage_map: dict[str, dict[str, str]] = self.opts.get("storage_map") or {}
-        dest_pools = {p.name: p for p in StoragePool.objects.filter(host=self.destination, present=True)}
-        result = {}
-        for disk in self.vm.disks.select_related("pool"):
-            if disk.device not in ("disk", "lun") or not disk.source:
-                continue
-            choice = storage_map.get(disk.target) or {}
-            pool_name = choice.get("pool") or (disk.pool.name if disk.pool else "")
-            dest_pool = dest_pools.get(pool_name)
-            if dest_pool is None:
-                raise RunRefused(f"Disk {disk.target} has no storage pool mapped on {self.destination}.")
-            result[disk.target] = hv.DiskPlacement(
-                target=disk.target,
-                pool=dest_pool.name,
-                copy=rules.disk_copied(
-                    disk.pool.name if disk.pool else "",
-                    bool(disk.pool and disk.pool.shared),
-                    pool_name,
-                    dest_pool.shared,
-                ),
-                format=choice.get("format", "keep") or "keep",
-            )
-        return result
+        return placements(self.run)
 
     def request(self) -> hv.MigrationRequest:
         return hv.MigrationRequest(
@@ -378,38 +343,3 @@ class LiveMove:
             outcome=f"{message if status == RunStatus.CANCELLED else ''} {where} {cleanup_note}".strip(),
             pending_cleanup=pending,
         )
-
-
-def cleanup(run: MigrationRun) -> tuple[str, dict[str, Any]]:
-    """Remove what the move left on the destination. Returns (words, what is still pending)."""
-    pending: dict[str, Any] = dict(run.pending_cleanup or {})
-    if not pending:
-        return "", {}
-    host = Host.objects.get(pk=pending["host"])
-    try:
-        removed = hv.cleanup_destination(host.uri, pending["uuid"], pending.get("volumes", []))
-    except HostUnreachable:
-        return f"What it created on {host} will be removed when {host} answers again.", pending
-    except HypervisorError as exc:
-        return f"Cleaning {host} failed ({exc.message}); it will be retried.", pending
-    return (f"Removed from {host}: {', '.join(removed)}." if removed else ""), {}
-
-
-def record_moved(run: MigrationRun) -> None:
-    """The VM row follows the VM: host and state, then a sync of both hosts for the details (disks, NICs)."""
-    with transaction.atomic():
-        vm = VirtualMachine.objects.select_for_update().get(pk=run.vm_id)
-        before = vm.host_id
-        VirtualMachine.objects.filter(pk=vm.pk).update(host=run.destination_id, state="running", present=True)
-        auditlog.record(
-            None,
-            "vm.move",
-            vm,
-            before={"host": str(Host.objects.get(pk=before))},
-            after={"host": str(run.destination), "run": run.pk},
-        )
-    for host_id in (run.destination_id, run.source_id):
-        try:
-            sync_host(host_id)
-        except Exception:  # the row is already right; a sync failure only delays details
-            log.warning("sync after run %s failed", run.pk, exc_info=True)

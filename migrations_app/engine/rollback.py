@@ -21,10 +21,10 @@ from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.storage import VolumeHost
 from migrations_app import events
 from migrations_app.choices import RunStatus
-from migrations_app.engine.live import cleanup
+from migrations_app.engine import runstate as runs
+from migrations_app.engine.shared import cleanup, record_moved
 from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.models import MigrationRun
-from migrations_app.services import runs
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,6 @@ def resolve(run: MigrationRun) -> dict[str, Any]:
     if dst.running and dst.run_tag == str(run.pk) and not src.running and run.status == RunStatus.VERIFYING:
         # the copy was verified and started; only the record is missing. Leave the source definition
         # (shut off) in place for an admin rather than guess that the checks would have passed.
-        from migrations_app.engine.live import record_moved
-
         record_moved(run)
         runs.finish(
             run,

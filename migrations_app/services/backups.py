@@ -84,8 +84,7 @@ def restore_backup(
     return restored
 
 
-def retain_until() -> datetime:
-    return timezone.now() + timedelta(days=retention_days())
+retain_until = engine.retain_until
 
 
 def release_retained_disk(actor: Any, disk: RetainedDisk) -> bool:
