@@ -33,6 +33,7 @@ from migrations_app.engine.shared import (  # noqa: F401  (shared by both engine
     placements,
     record_moved,
 )
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,13 @@ class LiveMove:
         self.source: Host = run.source
         self.destination: Host = run.destination
         self.vm: VirtualMachine = run.vm
-        self.opts: dict[str, Any] = dict(run.options)
+        self.spec = RunSpec.of(run.options)
         self.timeout = libvirt_timeout()
         self.tracker = ProgressTracker()
         self.policy = ConvergencePolicy(
-            max_downtime_ms=int(self.opts.get("max_downtime_ms") or 300),
-            on_no_convergence=self.opts.get("on_no_convergence", "abort"),
-            postcopy_allowed=bool(self.opts.get("postcopy_allowed")),
+            max_downtime_ms=self.spec.max_downtime_ms,
+            on_no_convergence=self.spec.on_no_convergence,
+            postcopy_allowed=self.spec.postcopy_allowed,
         )
         self.aborted_by = ""  # "cancel", "policy", "timeout"
         self.postcopy_started = False
@@ -101,14 +102,14 @@ class LiveMove:
             source_uri=self.source.uri,
             destination_uri=self.destination.uri,
             peer_uri=_peer_uri(self.destination),
-            network_map={k.lower(): v for k, v in (self.opts.get("network_map") or {}).items() if v},
+            network_map=self.spec.live_network_map(),
             disks=self.placements(),
             options=hv.LiveOptions(
-                bandwidth_mib_s=self.opts.get("bandwidth_mib_s"),
-                auto_converge=bool(self.opts.get("auto_converge")),
-                postcopy=bool(self.opts.get("postcopy_allowed")),
-                parallel_connections=int(self.opts.get("parallel_connections") or 1),
-                compression=self.opts.get("compression") or "none",
+                bandwidth_mib_s=self.spec.bandwidth_mib_s,
+                auto_converge=self.spec.auto_converge,
+                postcopy=self.spec.postcopy_allowed,
+                parallel_connections=self.spec.parallel_connections,
+                compression=self.spec.compression,
                 tls=_tls(self.source, self.destination),
             ),
             run_tag=str(self.run.pk),
@@ -136,7 +137,7 @@ class LiveMove:
             runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
             return
         # a fresh backup first when the plan asks for one (push mode: the guest keeps running)
-        if self.opts.get("fresh_backup"):
+        if self.spec.fresh_backup:
             from migrations_app.engine import backup
 
             if not backup.run_phase(self.run, self.advance):
@@ -162,7 +163,7 @@ class LiveMove:
                 return
             volumes = [v.as_dict() for v in prepared.created_volumes]
             used = {
-                **self.opts,
+                **(self.run.scratch or {}),
                 "flags": prepared.flags,
                 "params": prepared.params,
                 "copy_disks": prepared.copy_disks,
@@ -175,7 +176,7 @@ class LiveMove:
             self.advance(
                 RunStatus.TRANSFERRING,
                 "Copying disks and memory" if prepared.copy_disks else "Copying memory",
-                options=used,
+                scratch=used,
                 pending_cleanup=pending,
             )
             if self.run.status == RunStatus.CANCELLING:

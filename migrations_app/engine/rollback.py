@@ -29,11 +29,17 @@ from migrations_app.models import MigrationRun
 log = logging.getLogger(__name__)
 
 
+def cold_state(run: MigrationRun) -> dict[str, Any]:
+    """What a cold move keeps for its rollback (`run.scratch["cold"]`; runs queued before the scratch
+    field existed kept it in their options)."""
+    return dict((run.scratch or {}).get("cold") or (run.options or {}).get("cold") or {})
+
+
 def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False) -> MigrationRun:
     """Undo a cold move that did not finish, and record the outcome in words."""
     run.refresh_from_db()
     uuid = str(run.vm.uuid)
-    cold: dict[str, Any] = dict((run.options or {}).get("cold") or {})
+    cold = cold_state(run)
     events.run_changed(
         run, status=RunStatus.ROLLING_BACK, phase_detail="Rolling back: removing the copy, restarting the source"
     )
@@ -103,7 +109,7 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     if problems:
         summary += " An admin must check: " + "; ".join(problems) + "."
     cold["rolled_back"] = not problems
-    options = {**(run.options or {}), "cold": cold}
+    scratch = {**(run.scratch or {}), "cold": cold}
     if problems:
         status = RunStatus.FAILED
     elif cancelled:
@@ -117,14 +123,14 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
         error_raw=raw,
         outcome=(f"Cancelled. {summary}" if cancelled else summary),
         pending_cleanup=pending,
-        options=options,
+        scratch=scratch,
     )
 
 
 def resolve(run: MigrationRun) -> dict[str, Any]:
     """The reconciler's decision for a cold run whose worker stopped reporting."""
     uuid = str(run.vm.uuid)
-    cold: dict[str, Any] = dict((run.options or {}).get("cold") or {})
+    cold = cold_state(run)
     src = hv.locate(run.source.uri, uuid, _timeout())
     dst = hv.locate(run.destination.uri, uuid, _timeout())
     if not src.reachable or not dst.reachable:

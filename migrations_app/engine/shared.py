@@ -18,6 +18,7 @@ from inventory.services.sync import sync_host
 from migrations_app import auditlog, rules
 from migrations_app.choices import TERMINAL_RUN_STATES
 from migrations_app.engine import runstate
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ class RunRefused(Exception):
 def libvirt_timeout() -> float:
     """Seconds a libvirt connection may take to open (VMPORTAL_LIBVIRT_CONNECT_TIMEOUT, always set)."""
     return float(settings.LIBVIRT_CONNECT_TIMEOUT)
+
+
+def remember(run: MigrationRun, **values: Any) -> None:
+    """Keep working state on the run (`scratch`, apart from its specification); it survives a crash."""
+    run.scratch = {**(run.scratch or {}), **values}
+    MigrationRun.objects.filter(pk=run.pk).update(scratch=run.scratch)
 
 
 def execute(
@@ -59,7 +66,7 @@ def execute(
 def placements(run: MigrationRun) -> dict[str, hv.DiskPlacement]:
     """Where each disk of the run's VM goes on the destination (its storage map), and whether it is copied
     (`rules.disk_copied`). Raises RunRefused when a disk has no pool there."""
-    storage_map: dict[str, dict[str, str]] = run.options.get("storage_map") or {}
+    storage_map = RunSpec.of(run.options).storage_map
     destination = run.destination
     dest_pools = {p.name: p for p in StoragePool.objects.filter(host=destination, present=True)}
     result = {}

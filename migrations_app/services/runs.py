@@ -29,6 +29,7 @@ from migrations_app.engine.runstate import (  # noqa: F401  (the run-state primi
     try_claim,
     worker_identity,
 )
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun, PlanItem
 from migrations_app.services import auditlog
 
@@ -44,22 +45,8 @@ class RunError(ValueError):
 
 
 def plan_options(item: PlanItem) -> dict[str, Any]:
-    plan = item.plan
-    return {
-        "bandwidth_mib_s": plan.bandwidth_mib_s,
-        "max_downtime_ms": plan.max_downtime_ms,
-        "auto_converge": plan.auto_converge,
-        "postcopy_allowed": plan.postcopy_allowed,
-        "on_no_convergence": plan.on_no_convergence,
-        "parallel_connections": plan.parallel_connections,
-        "compression": plan.compression,
-        "network_map": dict(item.network_map),
-        "storage_map": dict(item.storage_map),
-        # cold moves and the backup phase (issue 5)
-        "fresh_backup": plan.fresh_backup,
-        "shutdown_timeout_s": plan.shutdown_timeout_s,
-        "allow_force_off": plan.allow_force_off,
-    }
+    """The specification a run of `item` gets (`RunSpec`), as stored on the run."""
+    return RunSpec.of_item(item).as_options()
 
 
 def start_item(actor: Any, item: PlanItem) -> MigrationRun:

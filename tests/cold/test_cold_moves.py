@@ -80,7 +80,7 @@ def test_cold_move_converts_vmdk_to_qcow2_maps_the_network_and_keeps_the_source_
     # progress in bytes, and the copies verified
     samples = list(run.samples.order_by("at", "pk"))
     assert samples and samples[-1].phase == "done" and samples[-1].percent == 100
-    total = sum(t["size"] for t in run.options["transfers"])
+    total = sum(t["size"] for t in run.scratch["transfers"])
     assert samples[-1].bytes_total == total == samples[-1].bytes_processed
     assert [s.bytes_processed for s in samples] == sorted(s.bytes_processed for s in samples)
     assert all(t["verified"] for t in run.options["transfers"])

@@ -10,6 +10,7 @@ import pytest
 from inventory.models import VirtualMachine
 from inventory.services.sync import sync_host
 from migrations_app.choices import PlanStatus
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun
 from migrations_app.services.runs import RunError, start_item
 from tests.base import domain_xml, node_file_host
@@ -54,3 +55,24 @@ def test_an_approved_plan_queues_a_run(item: Any, people: dict[str, Any], status
     item.plan.refresh_from_db()
     run = start_item(people["alice"], item)
     assert run.status == "queued" and MigrationRun.objects.filter(item=item).count() == 1
+
+
+def test_a_run_carries_its_typed_specification_and_no_working_state(item: Any, people: dict[str, Any]) -> None:
+    plan = item.plan
+    type(plan).objects.filter(pk=plan.pk).update(max_downtime_ms=120, bandwidth_mib_s=40, allow_force_off=True)
+    item.plan.refresh_from_db()
+    run = start_item(people["alice"], item)
+    spec = RunSpec.of(run.options)
+    assert spec == RunSpec.of_item(item)
+    assert (spec.max_downtime_ms, spec.bandwidth_mib_s, spec.allow_force_off) == (120, 40, True)
+    assert run.options == spec.as_options() and run.scratch == {}
+
+
+def test_run_spec_from_stored_options() -> None:
+    assert RunSpec.of(None) == RunSpec()
+    # an older run: working state in its options, some values missing or empty
+    old = RunSpec.of({"max_downtime_ms": "500", "compression": "", "flags": ["live"], "cold": {"was_running": True}})
+    assert old.max_downtime_ms == 500 and old.compression == "none" and old.shutdown_timeout_s == 120
+    spec = RunSpec(network_map={"52:54:00:AA:00:01": "lan", "52:54:00:aa:00:02": ""})
+    assert spec.live_network_map() == {"52:54:00:aa:00:01": "lan"}
+    assert RunSpec.of(spec.as_options()) == spec
