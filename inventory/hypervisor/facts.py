@@ -25,9 +25,8 @@ import libvirt
 from defusedxml import ElementTree
 
 from . import domxml
-from .connection import DEFAULT_TIMEOUT_S, _open, call, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
-from .reader import _STATES
 from .types import BackingFile, DiskInfo, DomainInfo
 
 #: libvirt pool types whose volumes can be refreshed cheaply (a directory scan), so the audit sees
@@ -256,71 +255,6 @@ def parse_domcaps(xml: str) -> DomainCapsFacts:
     )
 
 
-@dataclass(frozen=True)
-class _Caps:
-    uuid: str
-    arch: str
-    cpu_model: str
-    cpu_vendor: str
-    cpu_features: frozenset[str]
-    cpu_xml: str
-    numa_cells: int
-    page_sizes: tuple[int, ...]
-    guest_arches: dict[str, dict[str, list[str]]]
-
-
-def _parse_capabilities(xml: str) -> _Caps:
-    root = domxml.parse_xml(xml)
-    host = root.find("host")
-    cpu = host.find("cpu") if host is not None else None
-    features: set[str] = set()
-    pages: list[int] = []
-    if cpu is not None:
-        for feature in cpu.findall("feature"):
-            features.add(feature.get("name", ""))
-        legacy = cpu.find("features")  # the test driver lists features as child tags
-        if legacy is not None:
-            features.update(child.tag for child in legacy)
-        for page in cpu.findall("pages"):
-            try:
-                pages.append(int(page.get("size", "0")))
-            except ValueError:
-                continue
-    cells = root.find("host/topology/cells")
-    try:
-        numa_cells = int(cells.get("num", "1")) if cells is not None else 1
-    except ValueError:
-        numa_cells = 1
-    arches: dict[str, dict[str, list[str]]] = {}
-    for guest in root.findall("guest"):
-        if _text(guest.find("os_type")) != "hvm":
-            continue
-        arch_el = guest.find("arch")
-        if arch_el is None:
-            continue
-        entry = arches.setdefault(arch_el.get("name", ""), {"virt_types": [], "machines": []})
-        for machine in arch_el.findall("machine") + [
-            m for d in arch_el.findall("domain") for m in d.findall("machine")
-        ]:
-            for name in (_text(machine), machine.get("canonical", "")):
-                if name and name not in entry["machines"]:
-                    entry["machines"].append(name)
-        for dom in arch_el.findall("domain"):
-            if dom.get("type") and dom.get("type") not in entry["virt_types"]:
-                entry["virt_types"].append(dom.get("type", ""))
-    return _Caps(
-        uuid=_text(host.find("uuid")) if host is not None else "",
-        arch=_text(cpu.find("arch")) if cpu is not None else "",
-        cpu_model=_text(cpu.find("model")) if cpu is not None else "",
-        cpu_vendor=_text(cpu.find("vendor")) if cpu is not None else "",
-        cpu_features=frozenset(f for f in features if f),
-        cpu_xml=_tostring(cpu) if cpu is not None else "",
-        numa_cells=max(numa_cells, 1),
-        page_sizes=tuple(pages),
-        guest_arches=arches,
-    )
-
-
 def parse_details(xml: str) -> DomainDetails:
     """The parts of a domain definition that tie it to its host (firmware, identity, pinning…)."""
     root = domxml.parse_xml(xml)
@@ -506,7 +440,7 @@ class FactsReader:
         return facts
 
     def _read_host(self, uri: str, conn: libvirt.virConnect) -> HostFacts:
-        caps = _parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
+        caps = domxml.parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
         info = call(conn.getInfo, "reading node info")
         arch = caps.arch or str(info[0])
         domcaps: dict[str, DomainCapsFacts] = {}
@@ -663,7 +597,7 @@ class FactsReader:
         guest = GuestFacts(
             uuid=domain.uuid,
             name=domain.name,
-            state=_STATES.get(state_code, "unknown"),
+            state=state_name(state_code),
             xml=xml,
             domain=domain,
             details=parse_details(xml),

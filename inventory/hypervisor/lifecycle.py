@@ -17,8 +17,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import DEFAULT_TIMEOUT_S, call, connect, lookup_domain, translate
-from .domxml import parse_xml
+from .connection import DEFAULT_TIMEOUT_S, RUNNING_STATES, call, connect, lookup_domain, state_name, translate
+from .domxml import DiskRef, file_disks, parse_xml  # noqa: F401  (DiskRef: part of Definition)
 from .errors import HypervisorError, NotFound, OperationFailed
 
 POLL_S = 0.2
@@ -26,16 +26,6 @@ POLL_S = 0.2
 
 class ShutdownTimeout(OperationFailed):
     """The guest did not power off within the grace period and forcing it off is not allowed."""
-
-
-@dataclass(frozen=True)
-class DiskRef:
-    """A file-backed disk of a domain definition."""
-
-    target: str
-    path: str
-    format: str
-    writable: bool
 
 
 @dataclass(frozen=True)
@@ -52,25 +42,8 @@ _conn = connect
 _lookup = lookup_domain
 
 
-def disks_of(xml: str) -> list[DiskRef]:
-    """File-backed disks (not CD-ROMs or floppies) in a domain definition."""
-    result = []
-    for disk in parse_xml(xml).iter("disk"):
-        if disk.get("device", "disk") not in ("disk", "lun"):
-            continue
-        source, target, driver = disk.find("source"), disk.find("target"), disk.find("driver")
-        path = source.get("file", "") if source is not None else ""
-        if not path or target is None:
-            continue
-        result.append(
-            DiskRef(
-                target=target.get("dev", ""),
-                path=path,
-                format=driver.get("type", "raw") if driver is not None else "raw",
-                writable=disk.find("readonly") is None and disk.find("shareable") is None,
-            )
-        )
-    return result
+#: file-backed disks of a definition (one parser for the whole adapter: domxml)
+disks_of = file_disks
 
 
 def definition(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> Definition:
@@ -87,7 +60,7 @@ def definition(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> Defin
 def is_running(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
-        return dom.state()[0] in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+        return state_name(dom.state()[0]) in RUNNING_STATES
 
 
 def shutdown(

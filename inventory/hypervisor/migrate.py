@@ -21,8 +21,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import DEFAULT_TIMEOUT_S, _open, call, connect, lookup_domain, translate
-from .domxml import METADATA_NS, parse_xml
+from .connection import DEFAULT_TIMEOUT_S, RUNNING_STATES, _open, call, connect, lookup_domain, state_name, translate
+from .domxml import METADATA_NS, file_disks, parse_disks, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .storage import _volume_xml
 
@@ -136,7 +136,7 @@ class DomainLocation:
 
     @property
     def running(self) -> bool:
-        return self.exists and self.state == "running"
+        return self.exists and self.state in RUNNING_STATES
 
 
 class MigrationFailed(OperationFailed):
@@ -273,17 +273,6 @@ _conn = connect
 _lookup = lookup_domain
 
 
-_STATE_NAMES = {
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "running",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
-
-
 def _run_tag(dom: libvirt.virDomain) -> str:
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
@@ -336,7 +325,7 @@ def locate(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> DomainLoc
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     return DomainLocation(host_uri=uri, reachable=True)
                 raise
-            state = _STATE_NAMES.get(dom.state()[0], "unknown")
+            state = state_name(dom.state()[0])
             job = False
             if dom.isActive():
                 with suppress(libvirt.libvirtError):
@@ -423,13 +412,8 @@ def cleanup_destination(
 
 
 def _disk_paths(xml: str) -> list[str]:
-    root = parse_xml(xml)
-    paths = []
-    for disk in root.iter("disk"):
-        source = disk.find("source")
-        if source is not None and source.get("file"):
-            paths.append(source.get("file", ""))
-    return paths
+    """Files the domain has open (any disk device backed by a file)."""
+    return [d.source for d in parse_disks(xml) if d.source_type == "file" and d.source]
 
 
 # ---- stats -------------------------------------------------------------------------------------------
@@ -518,19 +502,13 @@ class LiveMigration:
         if req.run_tag:
             _tag(dom, req.run_tag)
         xml = call(lambda: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), "reading the VM's definition")
-        root = parse_xml(xml)
         self._dest_conn = _open(req.destination_uri, req.timeout)
         created: list[VolumeRef] = []
         copy: list[str] = []
         new_paths: dict[str, tuple[str, str]] = {}
         try:
-            for disk in _find(root, "devices").findall("disk"):
-                target_el, source_el, driver_el = disk.find("target"), disk.find("source"), disk.find("driver")
-                dev = target_el.get("dev", "") if target_el is not None else ""
-                path = source_el.get("file", "") if source_el is not None else ""
-                if disk.get("device", "disk") not in ("disk", "lun") or not path:
-                    continue
-                writable = disk.find("readonly") is None and disk.find("shareable") is None
+            for ref in file_disks(xml):
+                dev, path, writable = ref.target, ref.path, ref.writable
                 placement = req.disks.get(dev)
                 if placement is None or not placement.copy:
                     continue  # shared storage: the destination opens the same file
@@ -538,7 +516,7 @@ class LiveMigration:
                     raise MigrationFailed(
                         f"Disk {dev} is read-only or shareable on local storage; put it on shared storage first."
                     )
-                src_fmt = driver_el.get("type", "raw") if driver_el is not None else "raw"
+                src_fmt = ref.format
                 fmt = src_fmt if placement.format in ("", "keep") else placement.format
                 capacity = self._capacity(path, dev)
                 name = os.path.basename(path)

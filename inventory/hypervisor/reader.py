@@ -7,20 +7,9 @@ import time
 import libvirt
 
 from . import domxml
-from .connection import DEFAULT_TIMEOUT_S, call, connect, elapsed_ms, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, call, connect, elapsed_ms, state_name, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
 from .types import ConnectionReport, DiskInfo, DomainInfo, HostInfo, HostSnapshot, NetworkInfo, PoolInfo
-
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
 
 #: libvirt pool types whose storage is reachable from several hosts by construction.
 SHARED_POOL_TYPES = {"netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "mpath", "vstorage"}
@@ -146,7 +135,7 @@ def _sized(disk: DiskInfo, volumes: dict[str, tuple[str, int, int]]) -> DiskInfo
 def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) -> DomainInfo:
     info = domxml.parse_domain(dom.XMLDesc(0))
     state, reason = dom.state()
-    info.state = _STATES.get(state, "unknown")
+    info.state = state_name(state)
     info.state_reason = reason
     info.persistent = bool(dom.isPersistent())
     info.autostart = bool(dom.autostart()) if info.persistent else False
