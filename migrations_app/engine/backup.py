@@ -37,6 +37,7 @@ from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app.engine.shared import libvirt_timeout as _timeout
+from migrations_app.engine.spec import adapter_network_map
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport, read_digest
 from migrations_app.models import Backup, BackupMethod, BackupState, MigrationRun
 
@@ -266,9 +267,7 @@ def restore(
             target.refresh_pool_of(volume.path)
             paths[disk["target"]] = (volume.path, disk["format"])
             disks.append({"target": disk["target"], "path": volume.path, "pool": pool, "format": disk["format"]})
-        xml, _unmapped = rewrite_xml(
-            backup.definition_xml, {k.lower(): v for k, v in (network_map or {}).items()}, paths
-        )
+        xml, _unmapped = rewrite_xml(backup.definition_xml, adapter_network_map(network_map), paths)
         macs = {m.lower(): _random_mac() for m in _macs(backup.definition_xml)}
         xml = hvl.rename_for_restore(xml, name=new_name, uuid=new_uuid, macs=macs)
         hvl.define(host.uri, xml, _timeout())

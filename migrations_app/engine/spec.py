@@ -21,6 +21,11 @@ DEFAULT_MAX_DOWNTIME_MS = 300
 DEFAULT_SHUTDOWN_TIMEOUT_S = 120
 
 
+def adapter_network_map(network_map: Mapping[str, str] | None) -> dict[str, str]:
+    """A MAC → network map as the adapter takes it: MACs in lower case, unmapped NICs left out."""
+    return {mac.lower(): name for mac, name in (network_map or {}).items() if name}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     bandwidth_mib_s: int | None = None
@@ -84,5 +89,5 @@ class RunSpec:
         return asdict(self)
 
     def live_network_map(self) -> dict[str, str]:
-        """The network map as the adapter takes it: MACs in lower case, unmapped NICs left out."""
-        return {mac.lower(): name for mac, name in self.network_map.items() if name}
+        """The network map as the adapter takes it (`adapter_network_map`)."""
+        return adapter_network_map(self.network_map)
