@@ -27,11 +27,11 @@ from defusedxml import ElementTree
 from . import domxml
 from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
-from .types import BackingFile, DiskInfo, DomainInfo
+from .reader import read_networks, read_pools
+from .types import BackingFile, DiskInfo, DomainInfo, NetworkInfo, PoolInfo
 
 #: libvirt pool types whose volumes can be refreshed cheaply (a directory scan), so the audit sees
 #: files that appeared since the pool was last refreshed (e.g. an ISO copied onto shared storage)
-_REFRESHABLE_POOLS = {"dir", "fs", "netfs"}
 
 
 def _text(element: Element | None) -> str:
@@ -76,24 +76,9 @@ class DomainCapsFacts:
     xml: str = ""
 
 
-@dataclass(frozen=True)
-class PoolFacts:
-    name: str
-    type: str
-    target_path: str
-    active: bool
-    capacity: int
-    allocation: int
-    available: int
-    volumes: frozenset[str] = frozenset()  # volume paths
-
-
-@dataclass(frozen=True)
-class NetworkFacts:
-    name: str
-    bridge: str
-    forward_mode: str
-    active: bool
+#: a pool and a network as the audit sees them: the adapter's one reader of each (reader.py)
+PoolFacts = PoolInfo
+NetworkFacts = NetworkInfo
 
 
 @dataclass(frozen=True)
@@ -485,51 +470,11 @@ class FactsReader:
 
     @staticmethod
     def _pools(conn: libvirt.virConnect) -> dict[str, PoolFacts]:
-        pools: dict[str, PoolFacts] = {}
-        for pool in call(lambda: conn.listAllStoragePools(0), "listing storage pools"):
-            try:
-                ptype, target = domxml.parse_pool(pool.XMLDesc(0))
-                active = bool(pool.isActive())
-                paths: frozenset[str] = frozenset()
-                capacity = allocation = available = 0
-                if active:
-                    if ptype in _REFRESHABLE_POOLS:
-                        try:
-                            pool.refresh(0)
-                        except libvirt.libvirtError:
-                            pass  # another refresh or a build is running; the listing is still useful
-                    _state, capacity, allocation, available = pool.info()
-                    paths = frozenset(vol.path() for vol in pool.listAllVolumes(0))
-                pools[pool.name()] = PoolFacts(
-                    name=pool.name(),
-                    type=ptype,
-                    target_path=target,
-                    active=active,
-                    capacity=capacity,
-                    allocation=allocation,
-                    available=available,
-                    volumes=paths,
-                )
-            except libvirt.libvirtError as exc:
-                if isinstance(translate(exc), NotFound):
-                    continue  # removed while we read it
-                raise translate(exc, "reading storage pools") from None
-        return pools
+        return {p.name: p for p in read_pools(conn, refresh=True)[0]}
 
     @staticmethod
     def _networks(conn: libvirt.virConnect) -> dict[str, NetworkFacts]:
-        networks: dict[str, NetworkFacts] = {}
-        for net in call(lambda: conn.listAllNetworks(0), "listing networks"):
-            try:
-                forward, bridge = domxml.parse_network(net.XMLDesc(0))
-                networks[net.name()] = NetworkFacts(
-                    name=net.name(), bridge=bridge, forward_mode=forward, active=bool(net.isActive())
-                )
-            except libvirt.libvirtError as exc:
-                if isinstance(translate(exc), NotFound):
-                    continue
-                raise translate(exc, "reading networks") from None
-        return networks
+        return {n.name: n for n in read_networks(conn)}
 
     @staticmethod
     def _nwfilters(conn: libvirt.virConnect) -> frozenset[str] | None:

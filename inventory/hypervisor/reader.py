@@ -69,15 +69,36 @@ def _host_info(conn: libvirt.virConnect) -> HostInfo:
     )
 
 
-def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[str, int, int]]]:
-    """Pools, and a map volume path → (pool name, capacity, allocation) for sizing disks."""
+#: pool types whose volume list is re-read from disk before the audit looks at it
+REFRESHABLE_POOL_TYPES = {"dir", "fs", "netfs"}
+
+
+def read_pools(
+    conn: libvirt.virConnect, *, refresh: bool = False
+) -> tuple[list[PoolInfo], dict[str, tuple[str, int, int]]]:
+    """Pools with the paths of their volumes, and a map volume path (and "pool/volume") → (pool name,
+    capacity, allocation) for sizing disks. With `refresh`, directory-like pools re-read their files
+    first. The one pool reader of the adapter (inventory sync and audit facts)."""
     pools: list[PoolInfo] = []
     volumes: dict[str, tuple[str, int, int]] = {}
     for pool in call(lambda: conn.listAllStoragePools(0), "listing storage pools"):
         try:
             ptype, target = domxml.parse_pool(pool.XMLDesc(0))
             active = bool(pool.isActive())
-            _state, capacity, allocation, available = pool.info() if active else (0, 0, 0, 0)
+            capacity = allocation = available = 0
+            paths: list[str] = []
+            if active:
+                if refresh and ptype in REFRESHABLE_POOL_TYPES:
+                    try:
+                        pool.refresh(0)
+                    except libvirt.libvirtError:
+                        pass  # another refresh or a build is running; the listing is still useful
+                _state, capacity, allocation, available = pool.info()
+                for vol in pool.listAllVolumes(0):
+                    _vtype, vcap, valloc = vol.info()
+                    paths.append(vol.path())
+                    volumes[vol.path()] = (pool.name(), vcap, valloc)
+                    volumes[f"{pool.name()}/{vol.name()}"] = (pool.name(), vcap, valloc)
             pools.append(
                 PoolInfo(
                     uuid=pool.UUIDString(),
@@ -89,13 +110,9 @@ def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[st
                     capacity=capacity,
                     allocation=allocation,
                     available=available,
+                    volumes=frozenset(paths),
                 )
             )
-            if active:
-                for vol in pool.listAllVolumes(0):
-                    _vtype, vcap, valloc = vol.info()
-                    volumes[vol.path()] = (pool.name(), vcap, valloc)
-                    volumes[f"{pool.name()}/{vol.name()}"] = (pool.name(), vcap, valloc)
         except libvirt.libvirtError as exc:
             if translate(exc).__class__ is NotFound:
                 continue  # removed while we read it
@@ -103,7 +120,8 @@ def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[st
     return pools, volumes
 
 
-def _networks(conn: libvirt.virConnect) -> list[NetworkInfo]:
+def read_networks(conn: libvirt.virConnect) -> list[NetworkInfo]:
+    """The host's networks (the one network reader of the adapter)."""
     networks = []
     for net in call(lambda: conn.listAllNetworks(0), "listing networks"):
         try:
@@ -151,8 +169,8 @@ def read_host(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> HostSnapshot:
     """Read everything vmportal keeps about a host. Raises HypervisorError subclasses."""
     with connect(uri, timeout) as conn:
         host = _host_info(conn)
-        pools, volumes = _pools(conn)
-        networks = _networks(conn)
+        pools, volumes = read_pools(conn)
+        networks = read_networks(conn)
         domains: list[DomainInfo] = []
         for dom in call(lambda: conn.listAllDomains(0), "listing VMs"):
             try:
