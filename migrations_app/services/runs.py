@@ -1,12 +1,9 @@
-"""Migration runs: creating and queueing them, claiming them under per-host limits, leases, cancel.
+"""Migration runs: creating them for approved plans, queueing their jobs, cancel.
 
-Per-host limits (Host.max_outgoing / max_incoming) hold across any number of workers because every
-claim happens in one PostgreSQL transaction that first locks the source and destination `Host` rows
-(`SELECT … FOR UPDATE`, always in primary-key order so two claims cannot deadlock), then counts the
-active runs of those hosts and moves the run from queued to preflight with a conditional UPDATE. Two
-workers claiming for the same host are therefore serialised by the row lock, and a run can be claimed
-only once. A run that does not fit stays queued without holding a worker; whenever a run ends, and on
-the reconciler's schedule, `dispatch()` queues jobs for the waiting runs again, oldest first.
+Claiming a run under per-host limits, its lease and its end are the engine's (`engine.runstate`,
+re-exported here). A run that does not fit stays queued without holding a worker; whenever a run ends
+(`runstate.run_finished`, received below), and on the reconciler's schedule, `dispatch()` queues jobs for
+the waiting runs again, oldest first.
 """
 
 from __future__ import annotations
