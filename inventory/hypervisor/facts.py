@@ -25,9 +25,9 @@ import libvirt
 from defusedxml import ElementTree
 
 from . import domxml
-from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate
 from .errors import HypervisorError, NotFound, Unsupported
-from .reader import read_networks, read_pools
+from .reader import read_networks, read_node, read_pools
 from .types import BackingFile, DiskInfo, DomainInfo, NetworkInfo, PoolInfo
 
 #: libvirt pool types whose volumes can be refreshed cheaply (a directory scan), so the audit sees
@@ -425,9 +425,9 @@ class FactsReader:
         return facts
 
     def _read_host(self, uri: str, conn: libvirt.virConnect) -> HostFacts:
-        caps = domxml.parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
-        info = call(conn.getInfo, "reading node info")
-        arch = caps.arch or str(info[0])
+        node = read_node(conn, domain_capabilities=False)
+        info, caps = node.info, node.caps
+        arch = info.arch
         domcaps: dict[str, DomainCapsFacts] = {}
         for virt_type in caps.guest_arches.get(arch, {}).get("virt_types", []):
             try:
@@ -435,31 +435,26 @@ class FactsReader:
             except (Unsupported, HypervisorError):
                 continue  # e.g. the test driver; checks that need it say they cannot decide
             domcaps[virt_type] = parse_domcaps(xml)
-        try:
-            free = int(call(conn.getFreeMemory))
-        except HypervisorError:
-            free = int(info[1]) * 1024 * 1024
-        hv_number = call(conn.getVersion)
-        lib_number = call(conn.getLibVersion)
         return HostFacts(
             uri=uri,
-            hostname=call(conn.getHostname),
-            host_uuid=caps.uuid,
+            hostname=info.hostname,
+            host_uuid=info.host_uuid,
             arch=arch,
-            cpu_model=caps.cpu_model,
-            cpu_vendor=caps.cpu_vendor,
+            cpu_model=info.cpu_model,
+            cpu_vendor=info.cpu_vendor,
             cpu_features=caps.cpu_features,
-            cpu_xml=caps.cpu_xml,
-            cpus=int(info[2]),
+            cpu_xml=info.cpu_xml,
+            cpus=info.cpus,
             numa_cells=caps.numa_cells,
             page_sizes=caps.page_sizes,
-            memory_total=int(info[1]) * 1024 * 1024,
-            memory_free=free,
-            hypervisor_type=call(conn.getType),
-            hypervisor_version=version_string(hv_number),
-            hypervisor_version_number=int(hv_number),
-            libvirt_version=version_string(lib_number),
-            libvirt_version_number=int(lib_number),
+            memory_total=info.memory_total,
+            # a host that cannot tell its free memory (the sync stores 0): the checks take all of it as free
+            memory_free=info.memory_free or info.memory_total,
+            hypervisor_type=info.hypervisor_type,
+            hypervisor_version=info.hypervisor_version,
+            hypervisor_version_number=node.hypervisor_version_number,
+            libvirt_version=info.libvirt_version,
+            libvirt_version_number=node.libvirt_version_number,
             guest_arches=caps.guest_arches,
             domcaps=domcaps,
             pools=self._pools(conn),

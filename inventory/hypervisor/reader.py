@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import libvirt
 
@@ -32,21 +33,37 @@ def test_connection(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> ConnectionR
         return ConnectionReport(ok=False, message=exc.message, raw=exc.raw, elapsed_ms=elapsed_ms(start))
 
 
-def _host_info(conn: libvirt.virConnect) -> HostInfo:
+@dataclass(frozen=True)
+class NodeRead:
+    """One read of a host's node facts: what the sync stores (`info`), with the parsed capabilities and the
+    version numbers the audit compares."""
+
+    info: HostInfo
+    caps: domxml.Capabilities
+    hypervisor_version_number: int
+    libvirt_version_number: int
+
+
+def read_node(conn: libvirt.virConnect, *, domain_capabilities: bool = True) -> NodeRead:
+    """The host's node facts: capabilities, node info, free memory (0 when the host cannot tell),
+    versions and, with `domain_capabilities`, the domain capabilities of the virt type its guests use.
+    The one node reader of the adapter (inventory sync and audit facts)."""
     caps = domxml.parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
     model, memory_mib, cpus, mhz, _nodes, sockets, cores, threads = call(conn.getInfo, "reading node info")
     virt_types = caps.virt_types
     virt_type = "kvm" if "kvm" in virt_types else (virt_types[0] if virt_types else "qemu")
     domcaps = ""
-    try:
-        domcaps = call(lambda: conn.getDomainCapabilities(None, caps.arch or None, None, virt_type, 0))
-    except (Unsupported, HypervisorError):
-        domcaps = ""  # the test driver has none; later checks say "cannot decide" rather than block
+    if domain_capabilities:
+        try:
+            domcaps = call(lambda: conn.getDomainCapabilities(None, caps.arch or None, None, virt_type, 0))
+        except (Unsupported, HypervisorError):
+            domcaps = ""  # the test driver has none; later checks say "cannot decide" rather than block
     try:
         free = int(call(conn.getFreeMemory))
     except HypervisorError:
         free = 0
-    return HostInfo(
+    hv_number, lib_number = int(call(conn.getVersion)), int(call(conn.getLibVersion))
+    info = HostInfo(
         hostname=call(conn.getHostname),
         host_uuid=caps.uuid,
         arch=caps.arch or model,
@@ -61,12 +78,13 @@ def _host_info(conn: libvirt.virConnect) -> HostInfo:
         memory_total=int(memory_mib) * 1024 * 1024,
         memory_free=free,
         hypervisor_type=call(conn.getType),
-        hypervisor_version=version_string(call(conn.getVersion)),
-        libvirt_version=version_string(call(conn.getLibVersion)),
+        hypervisor_version=version_string(hv_number),
+        libvirt_version=version_string(lib_number),
         machine_types=caps.machine_types,
         virt_type=virt_type,
         domain_capabilities=domcaps,
     )
+    return NodeRead(info, caps, hv_number, lib_number)
 
 
 #: pool types whose volume list is re-read from disk before the audit looks at it
@@ -168,7 +186,7 @@ def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) ->
 def read_host(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> HostSnapshot:
     """Read everything vmportal keeps about a host. Raises HypervisorError subclasses."""
     with connect(uri, timeout) as conn:
-        host = _host_info(conn)
+        host = read_node(conn).info
         pools, volumes = read_pools(conn)
         networks = read_networks(conn)
         domains: list[DomainInfo] = []
