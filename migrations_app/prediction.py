@@ -28,7 +28,8 @@ admin-set, nominal, assumed), so the plan page can show the inputs beside the nu
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -475,20 +476,23 @@ def _measure_host(uri: str, uuids: list[str], seconds: int, timeout: float) -> d
     return out
 
 
-def measure_facts(
+def start_measuring(
     items: Iterable[PlanItem], seconds: int = 1, *, budget_s: float = MEASURE_BUDGET_S
-) -> dict[int, PredictionFacts]:
-    """Measure the source-side figures of many items at once: item pk → facts for `predict_item`.
+) -> Callable[[], dict[int, PredictionFacts]]:
+    """Start measuring the source-side figures of many items in the background; the function returned
+    waits for them (never past `budget_s` from now) and gives item pk → facts for `predict_item`.
 
     Each running guest is measured once. All running VMs of one source host share one dirty-rate
     period, and the hosts are measured at the same time (one thread and connection per host), so the
     whole takes about `seconds` plus the slowest host's round trips, never more than `budget_s`: a host
-    that has not answered by then leaves its VMs "not measured", with that reason.
+    that has not answered by then leaves its VMs "not measured", with that reason. The caller may do
+    other work (the checks) meanwhile; nothing here touches the database.
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
     from inventory.choices import PowerState
 
+    started = time.monotonic()
     by_host: dict[str, list[PlanItem]] = {}
     facts: dict[int, PredictionFacts] = {}
     for item in items:
@@ -496,28 +500,39 @@ def measure_facts(
         if item.vm.state == PowerState.RUNNING:
             by_host.setdefault(item.source.uri, []).append(item)
     if not by_host:
-        return facts
+        return lambda: facts
     timeout = max(budget_s - seconds, 1.0)
     pool = ThreadPoolExecutor(max_workers=min(len(by_host), 16), thread_name_prefix="measure")
     futures = {
         uri: pool.submit(_measure_host, uri, sorted({str(i.vm.uuid) for i in host_items}), seconds, timeout)
         for uri, host_items in by_host.items()
     }
-    wait(futures.values(), timeout=budget_s)
-    pool.shutdown(wait=False, cancel_futures=True)  # a host still busy does not hold the audit up
-    for uri, future in futures.items():
-        measured: dict[str, PredictionFacts] = {}
-        reason = f"the host did not answer within {budget_s:.0f} s"
-        if future.done() and not future.cancelled():
-            try:
-                measured = future.result()
-            except Exception as exc:  # a measurement is advice; its failure only leaves the figure unknown
-                reason = f"measuring failed: {exc}"
-        for item in by_host[uri]:
-            facts[item.pk] = measured.get(str(item.vm.uuid)) or PredictionFacts(
-                source_measured=True, dirty_rate_reason=reason, memory_in_use_reason=reason
-            )
-    return facts
+
+    def collect() -> dict[int, PredictionFacts]:
+        wait(futures.values(), timeout=max(budget_s - (time.monotonic() - started), 0.0))
+        pool.shutdown(wait=False, cancel_futures=True)  # a host still busy does not hold the audit up
+        for uri, future in futures.items():
+            measured: dict[str, PredictionFacts] = {}
+            reason = f"the host did not answer within {budget_s:.0f} s"
+            if future.done() and not future.cancelled():
+                try:
+                    measured = future.result()
+                except Exception as exc:  # a measurement is advice; its failure only leaves the figure unknown
+                    reason = f"measuring failed: {exc}"
+            for item in by_host[uri]:
+                facts[item.pk] = measured.get(str(item.vm.uuid)) or PredictionFacts(
+                    source_measured=True, dirty_rate_reason=reason, memory_in_use_reason=reason
+                )
+        return facts
+
+    return collect
+
+
+def measure_facts(
+    items: Iterable[PlanItem], seconds: int = 1, *, budget_s: float = MEASURE_BUDGET_S
+) -> dict[int, PredictionFacts]:
+    """Measure the source-side figures of many items at once (`start_measuring`, waited for)."""
+    return start_measuring(items, seconds, budget_s=budget_s)()
 
 
 def _cache(plan: MigrationPlan) -> dict[Any, Any]:

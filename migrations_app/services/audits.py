@@ -235,22 +235,26 @@ def _evaluate(
         if item.destination_id is None and item.destination_auto:
             _choose_destination(env, item, plan.mode)
         env.host_facts(item.destination)
-    # each running guest measured once, all source hosts at the same time, within a bounded time
-    measured = prediction.measure_facts(items) if predict else {}
+    # each running guest measured once, all source hosts at the same time, within a bounded time, while
+    # the checks run
+    collect = prediction.start_measuring(items) if predict else None
     audited = []
     for item in items:
         mode, outcome = _resolve(env, item, plan.mode)
         item.mode = mode
-        rows: list[Prediction] = []
-        if predict:
-            rows = _predict(item, plan, measured.get(item.pk))
-            if rows:
-                env.predictions[item.pk] = {p.mode: p for p in rows}
-                # the window check compares against the prediction just made
-                ctx = CheckContext(env, item.vm, mode, item.destination, item, item.network_map, item.storage_map)
-                window = REGISTRY["PROC-WINDOW"]
-                outcome["PROC-WINDOW"] = (window, evaluate(ctx, [window])["PROC-WINDOW"][1])
-        audited.append(ItemAudit(item, mode, outcome, rows))
+        audited.append(ItemAudit(item, mode, outcome, []))
+    if collect is None:
+        return audited, env
+    measured = collect()
+    window = REGISTRY["PROC-WINDOW"]
+    for entry in audited:
+        item = entry.item
+        entry.predictions = _predict(item, plan, measured.get(item.pk))
+        if entry.predictions:
+            env.predictions[item.pk] = {p.mode: p for p in entry.predictions}
+            # the window check compares against the prediction just made
+            ctx = CheckContext(env, item.vm, entry.mode, item.destination, item, item.network_map, item.storage_map)
+            entry.results["PROC-WINDOW"] = (window, evaluate(ctx, [window])["PROC-WINDOW"][1])
     return audited, env
 
 
