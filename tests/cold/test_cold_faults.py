@@ -155,7 +155,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     assert restarted.is_set()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     print(
         f"\ncopy of a {report['size']} B file ({report['data_bytes']} B data) across a daemon restart: "
         f"faults {report['faults']}, resumed at chunk(s) {report['resumed_at']}, data sent {report['bytes_sent']} B, "
