@@ -22,6 +22,7 @@ from inventory.hypervisor import HypervisorError
 from inventory.hypervisor.facts import CpuComparison, DomainSummary, FactsReader, GuestFacts, HostFacts
 from inventory.hypervisor.types import DiskInfo
 from inventory.models import Disk, Host, StoragePool, VirtualMachine
+from migrations_app import rules
 from migrations_app.choices import ACTIVE_PLAN_STATES, APPROVED_PLAN_STATES, TargetFormat
 from migrations_app.models import ChangeFreeze, MigrationPlan, PlanItem, Prediction
 
@@ -130,7 +131,7 @@ class DiskMove:
     @property
     def copied(self) -> bool:
         """Shared storage stays put (only memory moves); everything else is copied."""
-        return not (self.source_shared and self.destination_shared and self.source_pool == self.destination_pool)
+        return rules.disk_copied(self.source_pool, self.source_shared, self.destination_pool, self.destination_shared)
 
     @property
     def final_format(self) -> str:

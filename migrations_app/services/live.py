@@ -20,6 +20,7 @@ from django.utils import timezone
 from inventory.models import Host
 from inventory.services import capacity
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import AuditLogEntry, MigrationPlan, MigrationRun, PlanItem, Prediction, ProgressSample
 
 #: host fields that are large and never shown with a run
@@ -70,7 +71,7 @@ def reached_index(run: MigrationRun, has_samples: bool) -> int:
 def timeline(run: MigrationRun, has_samples: bool) -> list[dict[str, str]]:
     """Each phase as done / current / stopped / todo / skipped (a backup the plan did not ask for)."""
     reached = reached_index(run, has_samples)
-    backup_asked = bool((run.options or {}).get("fresh_backup"))
+    backup_asked = RunSpec.of(run.options).fresh_backup
     rows = []
     for index, (key, label, _statuses) in enumerate(PHASES):
         if run.status == RunStatus.SUCCEEDED or index < reached:
