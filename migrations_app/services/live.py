@@ -20,7 +20,16 @@ from django.utils import timezone
 from inventory.models import Host
 from inventory.services import capacity
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
-from migrations_app.models import AuditLogEntry, MigrationPlan, MigrationRun, PlanItem, Prediction, ProgressSample
+from migrations_app.models import (
+    AuditLogEntry,
+    MigrationPlan,
+    MigrationRun,
+    PlanItem,
+    Prediction,
+    ProgressSample,
+    ValidationReport,
+    ValidationResult,
+)
 
 #: host fields that are large and never shown with a run
 HOST_BLOBS = ("cpu_xml", "domain_capabilities", "machine_types")
@@ -165,10 +174,34 @@ def get_run(run_id: int) -> MigrationRun:
 
 
 def validation_snapshot(run: MigrationRun) -> dict[str, Any] | None:
-    """Post-migration validation of the run so far: {"status", "passed", "warned", "failed", "results": [
-    {"check_id", "severity", "message", "evidence"}]}, or None while there is none. The validation
-    reports themselves are not stored yet; their rows will fill this in."""
-    return None
+    """Post-migration validation of the run so far: {"status", "passed", "warned", "failed", "duration_ms",
+    "results": [{"check_id", "severity", "message", "evidence", "remediation", "at", …}]} in the order the
+    checks ran, or None while there is none. Two queries."""
+    from migrations_app.services.validation import report_payload
+
+    report = ValidationReport.objects.filter(run_id=run.pk).first()
+    if report is None:
+        return None
+    return report_payload(report)
+
+
+def validations_by_run(run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each run's validation results, worst first, with the report's status: one query for any number of
+    runs (the plan page)."""
+    from migrations_app.services.validation import counts, result_payload, worst_first
+
+    rows = ValidationResult.objects.filter(report__run_id__in=list(run_ids)).select_related("report")
+    by_run: dict[int, dict[str, Any]] = {}
+    for row in rows.order_by("at", "pk"):
+        entry = by_run.setdefault(
+            row.report.run_id,
+            {"status": row.report.status, "status_label": row.report.get_status_display(), "results": []},
+        )
+        entry["results"].append(result_payload(row))
+    for entry in by_run.values():
+        entry.update(counts([r["outcome"] for r in entry["results"]]))
+        entry["results"] = worst_first(entry["results"])
+    return by_run
 
 
 def run_snapshot(run: MigrationRun | int) -> dict[str, Any]:
@@ -234,7 +267,12 @@ def predictions(
     return chosen
 
 
-def item_progress(item: PlanItem, run: MigrationRun | None, prediction: Prediction | None) -> dict[str, Any]:
+def item_progress(
+    item: PlanItem,
+    run: MigrationRun | None,
+    prediction: Prediction | None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "item": item.pk,
         "vm": item.vm.name,
@@ -242,6 +280,7 @@ def item_progress(item: PlanItem, run: MigrationRun | None, prediction: Predicti
         "timeline": timeline(run, run.bytes_total > 0) if run else [],
         "predicted_s": prediction.duration_s if prediction else None,
         "predicted_downtime_ms": prediction.downtime_ms if prediction else None,
+        "validation": validation,
     }
 
 
@@ -265,7 +304,11 @@ def plan_progress(
     if runs is None:
         runs = latest_runs(i.pk for i in items)
     predicted = predictions(plan, items, by_mode)
-    return [item_progress(i, runs.get(i.pk), predicted.get(i.pk)) for i in items]
+    checked = validations_by_run(r.pk for r in runs.values())
+    return [
+        item_progress(i, runs.get(i.pk), predicted.get(i.pk), checked.get(runs[i.pk].pk) if i.pk in runs else None)
+        for i in items
+    ]
 
 
 def approval_payload(approval: Any) -> dict[str, Any]:
