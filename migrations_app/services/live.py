@@ -44,6 +44,10 @@ PHASES: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 #: ended without the VM moving (the timeline marks the phase it stopped in)
 STOPPED_STATES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
+#: states in which a run may have a validation report
+VALIDATED_STATES = frozenset(
+    {RunStatus.VERIFYING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.ROLLING_BACK}
+)
 #: the most chart points a snapshot carries; longer runs are thinned evenly (first and last kept)
 MAX_POINTS = 600
 #: runs listed as "moving now" on the fleet dashboard (plus those that ended in the last minutes)
@@ -190,7 +194,10 @@ def validations_by_run(run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     runs (the plan page)."""
     from migrations_app.services.validation import counts, result_payload, worst_first
 
-    rows = ValidationResult.objects.filter(report__run_id__in=list(run_ids)).select_related("report")
+    run_ids = list(run_ids)
+    if not run_ids:
+        return {}
+    rows = ValidationResult.objects.filter(report__run_id__in=run_ids).select_related("report")
     by_run: dict[int, dict[str, Any]] = {}
     for row in rows.order_by("at", "pk"):
         entry = by_run.setdefault(
@@ -304,7 +311,8 @@ def plan_progress(
     if runs is None:
         runs = latest_runs(i.pk for i in items)
     predicted = predictions(plan, items, by_mode)
-    checked = validations_by_run(r.pk for r in runs.values())
+    # only runs that got as far as validating can have a report (no query for a plan not that far yet)
+    checked = validations_by_run(r.pk for r in runs.values() if r.status in VALIDATED_STATES)
     return [
         item_progress(i, runs.get(i.pk), predicted.get(i.pk), checked.get(runs[i.pk].pk) if i.pk in runs else None)
         for i in items

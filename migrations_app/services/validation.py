@@ -269,9 +269,10 @@ def offer_move_back(actor: Any, run: MigrationRun) -> MigrationPlan:
     from migrations_app.services.plans import PlanError, _option_values, create_plan
 
     with transaction.atomic():
-        report = ValidationReport.objects.select_for_update().get(run=run)
-        run.validation = report
-        if not may_move_back(run):
+        report = ValidationReport.objects.select_for_update().filter(run=run).first()
+        if report is not None:
+            run.validation = report
+        if report is None or not may_move_back(run):
             raise PlanError("A move back is offered once, for a live move that failed validation.")
         options = {
             k: v
