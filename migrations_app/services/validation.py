@@ -10,11 +10,14 @@ returned report (a cold move rolls back, a live move ends failed and offers the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from inventory.hypervisor import guest as hvg
@@ -156,7 +159,35 @@ def status_of(outcomes: list[str]) -> str:
     return ValidationStatus.PASSED
 
 
+@contextmanager
+def _lease_kept(run_id: int) -> Iterator[None]:
+    """Renew the run's lease while the checks wait for the guest (longer than a lease, for a booting VM)."""
+    from migrations_app.services.runs import LEASE_SECONDS
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(max(1.0, LEASE_SECONDS / 3)):
+                events.heartbeat(run_id, lease_seconds=LEASE_SECONDS)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"validation-lease-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_phase(run: MigrationRun, waits: Waits | None = None) -> ValidationReport:
+    with _lease_kept(run.pk):
+        return _run_phase(run, waits)
+
+
+def _run_phase(run: MigrationRun, waits: Waits | None = None) -> ValidationReport:
     """Run every VAL-* check against the VM in its new place, storing and publishing each result as it
     completes; returns the finished report (`failed` when any check failed)."""
     report = ValidationReport.objects.filter(run=run).first() or take_baseline(run)
