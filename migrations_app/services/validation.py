@@ -40,7 +40,7 @@ def waits_for(mode: str) -> Waits:
     if mode == Mode.COLD:
         return Waits(
             agent_s=float(getattr(settings, "VALIDATION_BOOT_WAIT_S", 90)),
-            console_s=float(getattr(settings, "VALIDATION_CONSOLE_S", 6)),
+            console_s=float(getattr(settings, "VALIDATION_CONSOLE_S", 8)),
             console_max_s=float(getattr(settings, "VALIDATION_BOOT_WAIT_S", 90)) + 30,
             probe_s=float(getattr(settings, "VALIDATION_PROBE_WAIT_S", 20)),
         )

@@ -53,7 +53,7 @@ class OneShotPanic:
 
 @pytest.fixture
 def panic_server() -> Iterator[OneShotPanic]:
-    server = OneShotPanic(delay_s=3)
+    server = OneShotPanic(delay_s=1)
     try:
         yield server
     finally:

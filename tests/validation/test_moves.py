@@ -106,13 +106,14 @@ def test_guest_that_panics_after_arriving_fails_console_and_the_cold_move_rolls_
 ) -> None:
     ip = "10.78.0.133"
     guest = define_linux(lab_guests, "h1", ip, agent=True, onboot_url=panic_server.url)
+    wait_for(lambda: panic_server.answers, timeout=60)
     assert panic_server.answers == ["ok"]  # the first boot, on the source, does not panic
     item = cold_item(people, lab_hosts, guest, "h2", shutdown_timeout_s=30, allow_force_off=False)
     panic_server.arm()
     run = start_item(people["alice"], item)
     cold.execute(run.pk)
     run.refresh_from_db()
-    assert panic_server.answers[:2] == ["ok", "panic 3"]  # it booted on the destination, then was asked to panic
+    assert panic_server.answers[:2] == ["ok", "panic 1"]  # it booted on the destination, then was asked to panic
     assert run.status == RunStatus.FAILED, run.outcome
     console = _results(run)["VAL-CONSOLE"]
     assert console.outcome == "fail"
