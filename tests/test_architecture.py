@@ -66,6 +66,7 @@ ABOVE_THE_ENGINE = (
 BELOW_THE_SERVICES = [
     *sorted((REPO / "migrations_app" / "engine").rglob("*.py")),
     *sorted((REPO / "migrations_app" / "checks").rglob("*.py")),
+    *sorted((REPO / "migrations_app" / "validation").rglob("*.py")),
     *(REPO / "migrations_app" / f"{name}.py" for name in ("events", "auditlog", "rules", "prediction", "choices")),
 ]
 MODELS = [

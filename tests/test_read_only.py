@@ -118,6 +118,7 @@ def samples(world: dict[str, Any], route: Route) -> dict[str, list[Any]]:
         "uuid": [PAY, ANA],
         "pk": [world["plan"].pk],
         "item_id": [world["plan"].items.get().pk],
+        "vm_id": [world["vm"].pk],
         "app_label": ["inventory", "migrations_app", "auth", "axes"],
         "slug": [world["payments"].slug],
         "content_type_id": [ContentType.objects.get_for_model(Host).pk],

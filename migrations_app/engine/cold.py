@@ -31,7 +31,7 @@ from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app import events
-from migrations_app.choices import RunStatus
+from migrations_app.choices import RunStatus, ValidationStatus
 from migrations_app.engine import backup as backups
 from migrations_app.engine import rollback, shared
 from migrations_app.engine import runstate as runs
@@ -43,6 +43,7 @@ from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.engine.spec import RunSpec
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport
 from migrations_app.models import MigrationRun, RetainedDisk
+from migrations_app.validation import phase as validation
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ SAMPLE_EVERY_S = 0.5
 
 class Cancelled(Exception):
     """A cancel was requested; the move stops and rolls back."""
+
+
+class ValidationFailed(OperationFailed):
+    """A VAL-* check failed on the destination; the move rolls back."""
 
 
 def chunk_size() -> int:
@@ -157,6 +162,7 @@ class ColdMove:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return
         self.remember(was_running=defn.running, source_xml=defn.xml, shut_down=False, staging=[], started=False)
+        validation.take_baseline(self.run)  # the guest as it is before the move, for the VAL-* checks
         pending = {"host": self.destination.pk, "uuid": self.uuid, "volumes": []}
         try:
             self.advance(RunStatus.PREFLIGHT, "Shutting the VM down", pending_cleanup=pending)
@@ -188,6 +194,8 @@ class ColdMove:
             self.after_shutdown(defn, jobs, network_map, how)
         except Cancelled:
             rollback.roll_back(self.run, reason="Cancelled during the move.", cancelled=True)
+        except ValidationFailed as exc:
+            rollback.roll_back(self.run, reason=exc.message, status=RunStatus.FAILED)
         except HypervisorError as exc:
             rollback.roll_back(self.run, reason=exc.message, raw=exc.raw)
         except Exception as exc:
@@ -374,16 +382,14 @@ class ColdMove:
             self.remember(started=True)
 
     def verify_and_finish(self, jobs: list[DiskJob], how: str, backup_note: str) -> None:
-        self.advance(RunStatus.VERIFYING, "Checking the VM on the destination")
+        # ---- validation phase: the source is removed only when the VAL-* checks pass ----
+        self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
         was_running = bool(cold_state(self.run).get("was_running"))
-        here = hv.locate(self.destination.uri, self.uuid, self.timeout)
-        if was_running and not here.running:
-            raise OperationFailed(f"The VM did not stay running on {self.destination} ({here.state or 'absent'}).")
-        if not here.exists or not here.persistent:
-            raise OperationFailed(f"The VM's definition is not persistent on {self.destination}.")
-        missing = hvl.missing_disks(self.destination.uri, self.uuid, self.timeout)
-        if missing:
-            raise OperationFailed(f"Disks missing on {self.destination}: {', '.join(missing)}.")
+        self.run.refresh_from_db()
+        report = validation.run_phase(self.run)
+        if report.status == ValidationStatus.FAILED:
+            raise ValidationFailed(validation.failure_summary(report))
+        # ---- end of validation phase ----
         # the checks passed: the old definition goes, its disks stay until retention ends
         hvl.undefine(self.source.uri, self.uuid, self.timeout)
         until = retain_until()
@@ -413,7 +419,8 @@ class ColdMove:
             + ", every disk verified by checksum"
             + (f"; converted {', '.join(converted)}" if converted else "")
             + f". The source definition was removed; its disks are kept on {self.source} until "
-            f"{until:%Y-%m-%d}.{backup_note}"
+            f"{until:%Y-%m-%d}. Validation {report.get_status_display().lower()} in "
+            f"{(report.duration_ms or 0) / 1000:.1f} s.{backup_note}"
         )
         runs.finish(
             self.run,

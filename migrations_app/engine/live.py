@@ -22,7 +22,7 @@ from inventory.hypervisor import migrate as hv
 from inventory.models import Host, VirtualMachine
 from inventory.services.hosts import check_migration_uri
 from migrations_app import events
-from migrations_app.choices import RunStatus
+from migrations_app.choices import RunStatus, ValidationStatus
 from migrations_app.engine import recovery, shared
 from migrations_app.engine import runstate as runs
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
@@ -35,6 +35,7 @@ from migrations_app.engine.shared import (  # noqa: F401  (shared by both engine
 )
 from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun
+from migrations_app.validation import phase as validation
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class LiveMove:
 
             if not backup.run_phase(self.run, self.advance):
                 return
+        validation.take_baseline(self.run)  # the guest as it is before the move, for the VAL-* checks
         try:
             migration = hv.LiveMigration(request)
         except HypervisorError as exc:
@@ -289,20 +291,37 @@ class LiveMove:
         self.run.refresh_from_db()
         here = hv.locate(self.destination.uri, str(self.vm.uuid), self.timeout)
         there = hv.locate(self.source.uri, str(self.vm.uuid), self.timeout)
-        if not here.running:
+        if not here.exists:
             runs.finish(
                 self.run,
                 RunStatus.FAILED,
-                error=f"libvirt reported the move as done but the VM is not running on {self.destination}.",
-                outcome=f"Destination: {here.state or 'absent'}; source: {there.state or 'absent'}. An admin must check.",
+                error=f"libvirt reported the move as done but the VM is not on {self.destination}.",
+                outcome=f"Destination: absent; source: {there.state or 'absent'}. An admin must check.",
             )
             return
         record_moved(self.run)
+        # ---- validation phase: the run succeeds only when the VAL-* checks pass ----
+        self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
+        report = validation.run_phase(self.run)
+        if report.status == ValidationStatus.FAILED:
+            runs.finish(
+                self.run,
+                RunStatus.FAILED,
+                error=validation.failure_summary(report),
+                outcome=(
+                    f"The VM was left running on {self.destination} as it is; a move back to {self.source} "
+                    "can be planned from this run's page (audited and approved like any other plan)."
+                ),
+                pending_cleanup={},
+            )
+            return
+        # ---- end of validation phase ----
         outcome = f"Running on {self.destination}"
         if self.postcopy_started:
             outcome += " after switching to post-copy (libvirt reports no downtime for post-copy moves)"
         elif self.run.downtime_ms is not None:
             outcome += f"; the guest paused for {self.run.downtime_ms:.0f} ms"
+        outcome += f"; validation {report.get_status_display().lower()} in {(report.duration_ms or 0) / 1000:.1f} s"
         runs.finish(self.run, RunStatus.SUCCEEDED, outcome=outcome + ".", pending_cleanup={})
 
     def fail_safely(self, migration: hv.LiveMigration, error: HypervisorError) -> None:

@@ -35,8 +35,11 @@ def cold_state(run: MigrationRun) -> dict[str, Any]:
     return dict((run.scratch or {}).get("cold") or (run.options or {}).get("cold") or {})
 
 
-def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False) -> MigrationRun:
-    """Undo a cold move that did not finish, and record the outcome in words."""
+def roll_back(
+    run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False, status: str = ""
+) -> MigrationRun:
+    """Undo a cold move that did not finish, and record the outcome in words. `status`: the run's end
+    state after a clean rollback (default `rolled_back`; a failed validation ends `failed`)."""
     run.refresh_from_db()
     uuid = str(run.vm.uuid)
     cold = cold_state(run)
@@ -49,7 +52,7 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     # 1. the destination: stop our copy if it runs, then remove its definition and volumes
     here = hv.locate(run.destination.uri, uuid, _timeout())
     there = hv.locate(run.source.uri, uuid, _timeout())
-    if here.running:
+    if here.running or here.state in ("paused", "crashed", "pmsuspended"):  # active in any form
         if here.run_tag == str(run.pk) and not there.running:
             try:
                 hvl.destroy(run.destination.uri, uuid, _timeout())
@@ -115,7 +118,7 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     elif cancelled:
         status = RunStatus.CANCELLED
     else:
-        status = RunStatus.ROLLED_BACK
+        status = status or RunStatus.ROLLED_BACK
     return runs.finish(
         run,
         status,

@@ -28,6 +28,7 @@ from migrations_app.models import (
     MigrationRun,
     NetworkMapping,
     Notification,
+    Probe,
     StandardChangePolicy,
 )
 from tests.workflow.conftest import login, pending
@@ -98,6 +99,11 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "migrations_app:approval_queue": {"GET": ADMINS_AND_AUDITORS},
     "runs:run_detail": {"GET": TEAM_VIEW},
     "runs:run_cancel": {"POST": TEAM_CHANGE},
+    "runs:run_validation": {"GET": TEAM_VIEW},
+    "runs:run_validation_json": {"GET": TEAM_VIEW},
+    "runs:run_move_back": {"POST": TEAM_CHANGE},
+    "runs:vm_probes": {"GET": outcomes("ok", "404", "ok", "ok"), "POST": outcomes("ok", "404", "ok", "403")},
+    "runs:probe_delete": {"POST": outcomes("ok", "404", "ok", "403")},
     "runs:history": {"GET": EVERYONE},
     "runs:export_csv": {"GET": EVERYONE},
     "runs:export_json": {"GET": EVERYONE},
@@ -126,6 +132,7 @@ POST_DATA: dict[str, dict[str, Any]] = {
     "migrations_app:plan_decide": {"decision": "approve", "comment": "Looks fine to me."},
     "migrations_app:plan_cancel": {"confirm": "yes"},
     "runs:run_cancel": {"confirm": "yes"},
+    "runs:vm_probes": {"kind": "tcp", "port": "22"},
     "migrations_app:plan_review": {"comment": "Reviewed."},
     "migrations_app:plan_emergency": {"justification": "The host is failing right now.", "confirm": "on"},
     "manage:team_member_add": {"username": "bob"},
@@ -145,6 +152,7 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
     item = plan_a.items.select_related("vm").get()
     run = MigrationRun.objects.create(item=item, vm=item.vm, source=world["src"], destination=world["dst"], mode="live")
     Notification.objects.create(user=world["alice"], plan=plan_a, verb="plan.pending_approval", title="t")
+    probe = Probe.objects.create(vm=item.vm, kind="tcp", port=80)
     from datetime import timedelta
 
     from django.utils import timezone
@@ -157,7 +165,14 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
         "approval-rules": ApprovalRule.objects.create(min_vms=10, approvers=2),
         "network-mappings": NetworkMapping.objects.get(),
     }
-    return {**world, "plan_a": plan_a, "plan_c": plan_c, "run": run, "settings_rows": settings_rows}
+    return {
+        **world,
+        "plan_a": plan_a,
+        "plan_c": plan_c,
+        "run": run,
+        "probe": probe,
+        "settings_rows": settings_rows,
+    }
 
 
 def _kwargs(name: str, pattern: URLPattern, scene: dict[str, Any], persona: str) -> dict[str, Any]:
@@ -166,6 +181,10 @@ def _kwargs(name: str, pattern: URLPattern, scene: dict[str, Any], persona: str)
     for key in pattern.pattern.converters:  # type: ignore[attr-defined]
         if key == "pk" and name.startswith("runs:run_"):
             values[key] = scene["run"].pk
+        elif key == "pk" and name == "runs:probe_delete":
+            values[key] = scene["probe"].pk
+        elif key == "vm_id":
+            values[key] = scene["plan_a"].items.get().vm_id
         elif key == "pk" and name.startswith("manage:"):
             values[key] = scene["settings_rows"][name.split(":")[1].rsplit("_", 1)[0]].pk
         elif key == "pk":
