@@ -33,7 +33,7 @@ from inventory.models import Disk, Host, VirtualMachine
 from migrations_app.checks import REGISTRY, AuditEnvironment, Check, CheckContext, Outcome, blocking, evaluate, worst
 from migrations_app.choices import AuditStatus, Mode, PlanStatus, Severity
 from migrations_app.models import Audit, CheckResult, MigrationPlan, PlanItem, Prediction
-from migrations_app.services import planstate
+from migrations_app.services import planstate, waves
 from migrations_app.services.plans import default_network_map, default_storage_map, latest_audit, uncovered_blocks
 from vmportal.db import insert_many
 
@@ -299,6 +299,7 @@ def _run(audit: Audit) -> dict[str, object]:
                 )
             )
     module = _prediction_module() if predictions else None
+    waves.assign(plan, env, items, predictions, timezone.now())
     stale = sorted(env.stale_hosts)
     with transaction.atomic():
         # One statement whatever the plan's size (bulk_create would batch ~16,000 rows of a 500-VM plan).
@@ -308,9 +309,18 @@ def _run(audit: Audit) -> dict[str, object]:
         Prediction.objects.bulk_create(predictions, batch_size=2000)
         PlanItem.objects.bulk_update(
             items,
-            ["destination", "destination_reason", "destination_rejections", "mode", "network_map", "storage_map"],
+            [
+                "destination",
+                "destination_reason",
+                "destination_rejections",
+                "mode",
+                "network_map",
+                "storage_map",
+                "wave",
+            ],
             batch_size=500,
         )
+        MigrationPlan.objects.filter(pk=plan.pk).update(wave_plan=plan.wave_plan)
         audit.worst = worst(severities)
         audit.status = AuditStatus.DONE
         audit.finished_at = timezone.now()
