@@ -74,6 +74,6 @@ def handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """The 404 of any URL under /api/ that matches no endpoint."""
     return JsonResponse(error_body(404, "There is no such API endpoint."), status=404)

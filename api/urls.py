@@ -18,5 +18,6 @@ urlpatterns = [
     path("v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("v1/", include(router.urls)),
+    path("", errors.not_found, name="root"),
     path("<path:rest>", errors.not_found, name="not_found"),
 ]
