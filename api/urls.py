@@ -1,4 +1,5 @@
 from django.urls import include, path
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
@@ -15,7 +16,12 @@ router.register("audit-log", views.AuditLogViewSet, basename="auditlog")
 app_name = "api"
 
 urlpatterns = [
-    path("v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # JSON first: errors of the schema view are JSON too
+    path(
+        "v1/schema/",
+        SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiYamlRenderer]),
+        name="schema",
+    ),
     path("v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("v1/", include(router.urls)),
     path("", errors.not_found, name="root"),

@@ -144,6 +144,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=False, methods=["post"], url_path="import-csv")
     def import_csv(self, request: Request) -> Response:
         """A plan from CSV, all or nothing: a refused CSV lists every bad row with its line number."""
+        access.require(request.user, Action.PLAN_CREATE)
         payload = s.CSVImportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         plan = bulk.import_csv(request.user, payload.validated_data["csv"], name=payload.validated_data.get("name", ""))

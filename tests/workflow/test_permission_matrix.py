@@ -49,7 +49,8 @@ def _walk(patterns: list[Any], namespace: str | None = None) -> Any:
 
 ROUTES = {name: pattern for name, pattern in _walk(get_resolver().url_patterns)}
 SITE_ADMIN = sorted(n for n in ROUTES if n.split(":")[0] in ("admin", "django_rq"))
-PORTAL = sorted(n for n in ROUTES if n not in SITE_ADMIN)
+#: the REST API's routes have their own matrix (tests/api/test_api_matrix.py): JSON answers, 401 not a login page
+PORTAL = sorted(n for n in ROUTES if n not in SITE_ADMIN and not n.startswith("api:"))
 
 
 def outcomes(
@@ -118,6 +119,8 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "notifications": {"GET": EVERYONE},
     "notifications_read": {"POST": EVERYONE},
     "audit_log": {"GET": ADMINS_AND_AUDITORS},
+    "account_tokens": {"GET": EVERYONE, "POST": EVERYONE},
+    "account_token_revoke": {"POST": outcomes("ok", "404", "404", "404", approver_own="404")},
 }
 
 #: what a form action is sent (enough for the action to run, so "ok" means it really went through)
@@ -129,6 +132,7 @@ POST_DATA: dict[str, dict[str, Any]] = {
     "migrations_app:plan_review": {"comment": "Reviewed."},
     "migrations_app:plan_emergency": {"justification": "The host is failing right now.", "confirm": "on"},
     "manage:team_member_add": {"username": "bob"},
+    "account_tokens": {"name": "a script"},
 }
 
 
@@ -157,14 +161,26 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
         "approval-rules": ApprovalRule.objects.create(min_vms=10, approvers=2),
         "network-mappings": NetworkMapping.objects.get(),
     }
-    return {**world, "plan_a": plan_a, "plan_c": plan_c, "run": run, "settings_rows": settings_rows}
+    from api.tokens import create as create_token
+
+    alice_token = create_token(world["alice"], "alice's script")[0]
+    return {
+        **world,
+        "plan_a": plan_a,
+        "plan_c": plan_c,
+        "run": run,
+        "settings_rows": settings_rows,
+        "alice_token": alice_token,
+    }
 
 
 def _kwargs(name: str, pattern: URLPattern, scene: dict[str, Any], persona: str) -> dict[str, Any]:
     plan = scene["plan_c" if persona == "approver_own" else "plan_a"]
     values: dict[str, Any] = {}
     for key in pattern.pattern.converters:  # type: ignore[attr-defined]
-        if key == "pk" and name.startswith("runs:run_"):
+        if key == "pk" and name == "account_token_revoke":
+            values[key] = scene["alice_token"].pk
+        elif key == "pk" and name.startswith("runs:run_"):
             values[key] = scene["run"].pk
         elif key == "pk" and name.startswith("manage:"):
             values[key] = scene["settings_rows"][name.split(":")[1].rsplit("_", 1)[0]].pk
