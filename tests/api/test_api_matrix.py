@@ -97,12 +97,12 @@ def test_every_api_route_is_in_the_matrix() -> None:
     assert sorted(MATRIX) == API_ROUTES, "classify the new or removed API routes in MATRIX"
 
 
-def _kwargs(name: str, scene: dict[str, Any], persona: str) -> dict[str, Any]:
-    plan: MigrationPlan = scene["plan_c" if persona == "approver_own" else "plan_a"]
+def _kwargs(name: str, objects: dict[str, Any], persona: str) -> dict[str, Any]:
+    plan: MigrationPlan = objects["plan_c" if persona == "approver_own" else "plan_a"]
     values: dict[str, Any] = {}
     for key in ROUTES[name].pattern.regex.groupindex:
         if key == "pk" and name.startswith("api:run-"):
-            values[key] = scene["run"].pk if persona != "approver_own" else scene["run_c"].pk
+            values[key] = objects["run"].pk if persona != "approver_own" else objects["run_c"].pk
         elif key == "pk":
             values[key] = plan.pk
         elif key == "item_id":
@@ -110,7 +110,7 @@ def _kwargs(name: str, scene: dict[str, Any], persona: str) -> dict[str, Any]:
         elif key == "name":
             values[key] = "src"
         elif key == "uuid":
-            values[key] = scene["pay-1"].uuid
+            values[key] = objects["pay-1"].uuid
         elif key == "rest":
             values[key] = "v1/no-such-endpoint/"
         else:
