@@ -63,6 +63,12 @@ class ItemFacts:
     destination: HostFacts | None
     guest: GuestFacts | None
     mode: str
+    # source-side figures measured for the whole plan at once (prediction.measure_facts), if any
+    dirty_rate_bps: float | None = None
+    memory_in_use_bytes: int | None = None
+    source_measured: bool = False
+    dirty_rate_reason: str = ""
+    memory_in_use_reason: str = ""
 
 
 # ---- choosing destinations ---------------------------------------------------------------------------
@@ -256,13 +262,14 @@ def _evaluate(
             _choose_destination(env, item, plan.mode)
         env.host_facts(item.destination)
     module = _prediction_module() if predict else None
+    measured = _measure(module, items) if module is not None else {}
     audited = []
     for item in items:
         mode, outcome = _resolve(env, item, plan.mode)
         item.mode = mode
         rows: list[Prediction] = []
         if module is not None:
-            rows = _predict(module, item, plan, env, guests.get(item.pk), mode)
+            rows = _predict(module, item, plan, env, guests.get(item.pk), mode, measured.get(item.pk))
             if rows:
                 env.predictions[item.pk] = {p.mode: p for p in rows}
                 # the window check compares against the prediction just made
@@ -379,13 +386,45 @@ def _choose_destination(env: AuditEnvironment, item: PlanItem, plan_mode: str) -
     item.storage_map = default_storage_map(item.vm, best.host)
 
 
+MEASURED_FIELDS = (
+    "dirty_rate_bps",
+    "memory_in_use_bytes",
+    "source_measured",
+    "dirty_rate_reason",
+    "memory_in_use_reason",
+)
+
+
+def _measure(module: ModuleType, items: list[PlanItem]) -> dict[int, Any]:
+    """The source-side figures of every item at once (one dirty-rate period per host, not per VM)."""
+    if not hasattr(module, "measure_facts"):
+        return {}
+    try:
+        measured: dict[int, Any] = module.measure_facts([i for i in items if i.destination_id is not None])
+    except Exception:
+        log.exception("measuring the plan's VMs for the predictions failed")
+        return {}
+    return measured
+
+
 def _predict(
-    module: ModuleType, item: PlanItem, plan: MigrationPlan, env: AuditEnvironment, guest: GuestFacts | None, mode: str
+    module: ModuleType,
+    item: PlanItem,
+    plan: MigrationPlan,
+    env: AuditEnvironment,
+    guest: GuestFacts | None,
+    mode: str,
+    measured: Any = None,
 ) -> list[Prediction]:
     if item.destination is None:
         return []
+    figures = {name: getattr(measured, name) for name in MEASURED_FIELDS} if measured is not None else {}
     facts = ItemFacts(
-        source=env.host_facts(item.vm.host), destination=env.host_facts(item.destination), guest=guest, mode=mode
+        source=env.host_facts(item.vm.host),
+        destination=env.host_facts(item.destination),
+        guest=guest,
+        mode=mode,
+        **figures,
     )
     try:
         rows: list[Prediction] = module.predict_item(item, plan, facts)
