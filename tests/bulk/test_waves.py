@@ -30,7 +30,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Move], dict[int, HostRoom], float |
     moves = []
     for key in range(draw(st.integers(0, 40))):
         source = draw(st.integers(0, n_hosts - 1))
-        destination = draw(st.integers(0, n_hosts - 1).filter(lambda d, s=source: d != s))
+        destination = (source + draw(st.integers(1, n_hosts - 1))) % n_hosts
         moves.append(
             Move(
                 key=key,
