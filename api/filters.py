@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import django_filters as df
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from inventory.choices import PowerState
 from inventory.models import Host, VirtualMachine
 from migrations_app.choices import PlanStatus, RunStatus
 from migrations_app.models import AuditLogEntry, Backup, MigrationPlan, MigrationRun
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, handed to the database in UTC (any offset the parser accepts is converted here,
+    so the database never sees an offset or a date it cannot hold)."""
+
+    def strptime(self, value: str, format: str) -> datetime:
+        parsed = super().strptime(value, format)
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("The time is out of range.") from None
+
+    def to_python(self, value: Any) -> datetime | None:
+        result = super().to_python(value)
+        if result is not None and not (1900 <= result.year <= 9000):
+            raise forms.ValidationError("The time is out of range (years 1900 to 9000).")
+        return result
+
+
+class UTCDateTimeFilter(df.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
 
 
 class HostFilter(df.FilterSet):
@@ -64,8 +91,8 @@ class AuditLogFilter(df.FilterSet):
     verb = df.CharFilter(lookup_expr="startswith")
     target_type = df.CharFilter()
     target_id = df.CharFilter()
-    since = df.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    until = df.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="at", lookup_expr="lt")
 
     class Meta:
         model = AuditLogEntry
