@@ -16,19 +16,18 @@ from migrations_app.models import AuditLogEntry, Backup, MigrationPlan, Migratio
 
 
 class UTCDateTimeField(IsoDateTimeField):
-    """An ISO 8601 time, handed to the database in UTC (any offset the parser accepts is converted here,
-    so the database never sees an offset or a date it cannot hold)."""
-
-    def strptime(self, value: str, format: str) -> datetime:
-        parsed = super().strptime(value, format)
-        try:
-            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
-        except (OverflowError, ValueError):
-            raise forms.ValidationError("The time is out of range.") from None
+    """An ISO 8601 time, handed to the database in UTC: any offset the parser accepts is converted here,
+    so the database never sees an offset or a date it cannot hold."""
 
     def to_python(self, value: Any) -> datetime | None:
         result = super().to_python(value)
-        if result is not None and not (1900 <= result.year <= 9000):
+        if result is None:
+            return None
+        try:
+            result = result.astimezone(UTC) if result.tzinfo is not None else result
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("The time is out of range.") from None
+        if not 1900 <= result.year <= 9000:
             raise forms.ValidationError("The time is out of range (years 1900 to 9000).")
         return result
 

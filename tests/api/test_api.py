@@ -298,6 +298,10 @@ def test_the_audit_log_is_for_approvers_and_auditors(api: dict[str, APIClient], 
     assert entries["count"] == 1 and entries["results"][0]["actor_name"] == "alice"
     assert api["anonymous"].get("/api/v1/audit-log/").status_code == 401
     assert api["dave"].post("/api/v1/audit-log/", {}).status_code == 405
+    # times with offsets the database cannot hold (schemathesis found this one) are converted or refused
+    assert api["dave"].get("/api/v1/audit-log/", {"since": "1969-06-24T01:24:42-16:12"}).status_code == 200
+    odd = api["dave"].get("/api/v1/audit-log/", {"since": "0001-01-01T00:00:00+18:00"})
+    assert odd.status_code == 400 and "since" in error(odd)["fields"]
 
 
 def test_evacuation_is_for_admins_and_marks_the_host(api: dict[str, APIClient], world: dict[str, Any]) -> None:
