@@ -469,11 +469,13 @@ def measure_facts(items: Iterable[PlanItem], seconds: int = 1) -> dict[int, Pred
 
     def host(host_items: list[PlanItem]) -> dict[int, PredictionFacts]:
         uri = host_items[0].source.uri
-        rates = measure.dirty_rates(uri, [str(i.vm.uuid) for i in host_items], seconds)
+        uuids = [str(i.vm.uuid) for i in host_items]
+        rates = measure.dirty_rates(uri, uuids, seconds)
+        uses = measure.memory_in_use_many(uri, uuids)
         found = {}
         for item in host_items:
             rate = rates.get(str(item.vm.uuid))
-            use = measure.memory_in_use(uri, str(item.vm.uuid))
+            use = uses[str(item.vm.uuid)]
             found[item.pk] = PredictionFacts(
                 dirty_rate_bps=rate.bytes_per_s if rate else None,
                 memory_in_use_bytes=use.bytes_in_use,

@@ -190,14 +190,26 @@ def dirty_rate(uri: str, uuid: str, seconds: int = 1, *, timeout: float = 10.0) 
 
 def memory_in_use(uri: str, uuid: str) -> MemoryUse:
     """Resident memory of the guest's QEMU process (capped at the guest's memory), when it runs."""
+    return memory_in_use_many(uri, [uuid])[uuid]
+
+
+def memory_in_use_many(uri: str, uuids: list[str]) -> dict[str, MemoryUse]:
+    """`memory_in_use` of several guests of one host, over one connection."""
     try:
         with connect(uri) as conn:
-            dom = call(lambda: conn.lookupByUUIDString(uuid), "finding the VM")
-            _state, max_kib, cur_kib, _vcpus, _cpu = call(dom.info, "reading the VM's state")
-            total = int(cur_kib or max_kib) * 1024
-            if not call(dom.isActive):
-                return MemoryUse(None, total=total, reason="The VM is not running.")
-            stats = call(lambda: dom.memoryStats(), "reading memory statistics")
+            return {uuid: _memory_in_use(conn, uuid) for uuid in uuids}
+    except HypervisorError as exc:
+        return {uuid: MemoryUse(None, reason=exc.message, raw=exc.raw) for uuid in uuids}
+
+
+def _memory_in_use(conn: libvirt.virConnect, uuid: str) -> MemoryUse:
+    try:
+        dom = call(lambda: conn.lookupByUUIDString(uuid), "finding the VM")
+        _state, max_kib, cur_kib, _vcpus, _cpu = call(dom.info, "reading the VM's state")
+        total = int(cur_kib or max_kib) * 1024
+        if not call(dom.isActive):
+            return MemoryUse(None, total=total, reason="The VM is not running.")
+        stats = call(lambda: dom.memoryStats(), "reading memory statistics")
     except HypervisorError as exc:
         return MemoryUse(None, reason=exc.message, raw=exc.raw)
     guest_used = None

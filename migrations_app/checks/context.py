@@ -167,7 +167,8 @@ class AuditEnvironment:
     def load(self, vms: list[VirtualMachine], items: list[PlanItem] | None = None) -> None:
         self.items = list(items or [])
         self._load_by_destination = None
-        self.hosts = {h.pk: h for h in Host.objects.all()}
+        # networks and pools with the hosts: destination choice maps every VM onto every candidate host
+        self.hosts = {h.pk: h for h in Host.objects.prefetch_related("networks", "pools")}
         self.pools = {(p.host_id, p.name): p for p in StoragePool.objects.filter(present=True)}
         vm_ids = [vm.pk for vm in vms]
         approved = PlanItem.objects.filter(plan__status__in=APPROVED_PLAN_STATES, destination__isnull=False)

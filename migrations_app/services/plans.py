@@ -60,13 +60,23 @@ class PlanError(ValueError):
 # ---- defaults ---------------------------------------------------------------------------------
 
 
+def mappings_to(destination: Host) -> dict[int, str]:
+    """source network id → destination network name: the admins' mappings onto `destination`, read once
+    per host object (an audit asks for every VM and every candidate host)."""
+    cached: dict[int, str] | None = destination.__dict__.get("_vmportal_mappings")
+    if cached is None:
+        cached = {
+            m.source_id: m.destination.name
+            for m in NetworkMapping.objects.filter(destination_host=destination).select_related("destination")
+        }
+        destination.__dict__["_vmportal_mappings"] = cached
+    return cached
+
+
 def default_network_map(vm: VirtualMachine, destination: Host) -> dict[str, str]:
     """mac → destination network name: the admins' mapping, else a same-named network, else "" (unmapped)."""
     dest_networks = {n.name for n in destination.networks.all() if n.present}
-    mappings = {
-        m.source_id: m.destination.name
-        for m in NetworkMapping.objects.filter(destination_host=destination).select_related("destination")
-    }
+    mappings = mappings_to(destination)
     result = {}
     for nic in vm.nics.all():
         mapped = mappings.get(nic.network_id) if nic.network_id else None
