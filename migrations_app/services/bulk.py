@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from inventory.models import Host, VirtualMachine
+from inventory.services import groups
 from migrations_app.choices import Mode
 from migrations_app.models import MigrationPlan
 from migrations_app.services import auditlog, plans
@@ -31,7 +32,7 @@ from vmportal.access import Action
 
 COLUMNS = ("vm", "destination", "mode", "window", "group")
 MAX_CSV_BYTES = 2 * 1024 * 1024
-MAX_GROUP_CHARS = 100
+MAX_GROUP_CHARS = groups.MAX_GROUP_CHARS
 #: an evacuation moves every VM of a host, however many
 MAX_EVACUATION_ITEMS = 5000
 
@@ -47,16 +48,11 @@ class CSVError(PlanError):
 
 
 def set_application_group(actor: Any, vm: VirtualMachine, group: str) -> VirtualMachine:
-    """The owner names the application a VM belongs to (VMs of one group move in one wave)."""
-    access.require(actor, Action.PLAN_CREATE, vm)
-    group = group.strip()
-    if len(group) > MAX_GROUP_CHARS:
-        raise PlanError(f"An application group name has at most {MAX_GROUP_CHARS} characters.")
-    before = {"app": vm.app}
-    vm.app = group
-    vm.save(update_fields=["app", "updated_at"])
-    auditlog.record(actor, "vm.application_group", vm, before=before, after={"app": group})
-    return vm
+    """The owner names the application a VM belongs to (see inventory.services.groups)."""
+    try:
+        return groups.set_application_group(actor, vm, group)
+    except groups.GroupError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _window(text: str) -> tuple[datetime, datetime] | None:

@@ -339,3 +339,20 @@ def test_the_schema_and_its_page_are_served_locally(api: dict[str, APIClient], w
     assert "https://" not in html and "http://" not in html.replace("http://testserver", "")  # no CDN
     script = client.get("/api/v1/docs/?script=")
     assert script.status_code == 200 and b"SwaggerUIBundle" in script.content
+
+
+def test_the_owner_sets_the_group_on_the_vm_page(world: dict[str, Any]) -> None:
+    vm = world["pay-1"]
+    client = Client()
+    assert client.login(username="alice", password=PASSWORD)
+    page = client.get(f"/vms/{vm.uuid}/").content.decode()
+    assert f"/vms/{vm.uuid}/group/" in page
+    client.post(f"/vms/{vm.uuid}/group/", {"group": "shop <b>"})
+    vm.refresh_from_db()
+    assert vm.app == "shop <b>" and "shop &lt;b&gt;" in client.get(f"/vms/{vm.uuid}/").content.decode()
+    auditor = Client()
+    assert auditor.login(username="dave", password=PASSWORD)
+    assert f"/vms/{vm.uuid}/group/" not in auditor.get(f"/vms/{vm.uuid}/").content.decode()
+    assert auditor.post(f"/vms/{vm.uuid}/group/", {"group": "x"}).status_code == 403
+    vm.refresh_from_db()
+    assert vm.app == "shop <b>"

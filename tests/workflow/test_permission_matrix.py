@@ -83,6 +83,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "inventory:vm_list": {"GET": EVERYONE},
     "inventory:vm_detail": {"GET": TEAM_VIEW},
     "inventory:vm_assign_team": {"POST": outcomes("403", "404", "ok", "403")},
+    "inventory:vm_set_group": {"POST": TEAM_CHANGE},
     "migrations_app:plan_list": {"GET": EVERYONE},
     "migrations_app:plan_create": {"GET": PLANNERS, "POST": PLANNERS},
     "migrations_app:plan_detail": {"GET": TEAM_VIEW},
@@ -133,6 +134,7 @@ POST_DATA: dict[str, dict[str, Any]] = {
     "migrations_app:plan_emergency": {"justification": "The host is failing right now.", "confirm": "on"},
     "manage:team_member_add": {"username": "bob"},
     "account_tokens": {"name": "a script"},
+    "inventory:vm_set_group": {"group": "shop"},
 }
 
 
