@@ -268,6 +268,14 @@ class AuditEnvironment:
     def destinations_changed(self) -> None:
         self._load_by_destination = None
 
+    def destination_chosen(self, item: PlanItem) -> None:
+        """An item that had no destination got one: its load joins that host's total (no rebuild, which
+        would cost a pass over every item for every choice)."""
+        if self._load_by_destination is None:
+            return
+        if item.destination_id is not None and item.vm.host_id != item.destination_id:
+            self._load_by_destination[item.destination_id].add(item, 1)
+
     def host_index(self, facts: HostFacts) -> HostIndex:
         """MACs, names and running vCPUs of a host's domains, computed once per host."""
         if facts.uri not in self._host_index:

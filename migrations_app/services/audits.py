@@ -379,8 +379,8 @@ def _choose_destination(env: AuditEnvironment, item: PlanItem, plan_mode: str) -
         item.destination_reason = f"No host passes the hard checks: {reasons}."[:300]
         return
     best = candidates[0]
-    env.destinations_changed()
     item.destination = best.host
+    env.destination_chosen(item)
     item.destination_reason = best.reason[:300]
     item.network_map = default_network_map(item.vm, best.host)
     item.storage_map = default_storage_map(item.vm, best.host)
