@@ -35,11 +35,14 @@ from migrations_app.choices import AuditStatus, Mode, PlanStatus, Severity
 from migrations_app.models import Audit, CheckResult, MigrationPlan, PlanItem, Prediction
 from migrations_app.services import planstate, waves
 from migrations_app.services.plans import default_network_map, default_storage_map, latest_audit, uncovered_blocks
-from vmportal.db import insert_many
+from vmportal.db import insert_many, update_many
 
 RESULT_FIELDS = ["audit", "item", "check_id", "area", "severity", "message", "evidence", "remediation"]
 
 log = logging.getLogger(__name__)
+
+#: every column of a prediction but its id (written with `insert_many`)
+PREDICTION_FIELDS = [f.name for f in Prediction._meta.concrete_fields if not f.primary_key]
 
 PREDICTION_MODULE = "migrations_app.prediction"
 
@@ -313,8 +316,10 @@ def _run(audit: Audit) -> dict[str, object]:
         insert_many(CheckResult, results, RESULT_FIELDS)
         for p in predictions:
             p.audit = audit
-        Prediction.objects.bulk_create(predictions, batch_size=2000)
-        PlanItem.objects.bulk_update(
+        # one statement each, whatever the plan's size
+        insert_many(Prediction, predictions, PREDICTION_FIELDS)
+        update_many(
+            PlanItem,
             items,
             [
                 "destination",
@@ -325,7 +330,6 @@ def _run(audit: Audit) -> dict[str, object]:
                 "storage_map",
                 "wave",
             ],
-            batch_size=500,
         )
         MigrationPlan.objects.filter(pk=plan.pk).update(wave_plan=plan.wave_plan)
         audit.worst = worst(severities)

@@ -30,6 +30,7 @@ from migrations_app.models import Audit, CheckResult, MigrationPlan, NetworkMapp
 from migrations_app.services import auditlog, planstate
 from vmportal import access
 from vmportal.access import Action
+from vmportal.db import insert_many
 
 MAX_PLAN_ITEMS = 500
 
@@ -226,7 +227,8 @@ def create_plan(
                     storage_map=default_storage_map(vm, dest) if dest else {},
                 )
             )
-        PlanItem.objects.bulk_create(items, batch_size=1000)
+        # one statement, however many VMs (nothing below needs the items' ids)
+        insert_many(PlanItem, items, [f.name for f in PlanItem._meta.concrete_fields if not f.primary_key])
         auditlog.record(requester, "plan.create", plan, after={"vms": [vm.name for vm in vms], **_option_values(plan)})
         request_audit(plan, reason="create", actor=requester)
     return plan
