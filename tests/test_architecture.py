@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.base import REPO
 
-APP_DIRS = ["vmportal", "inventory", "migrations_app"]
+APP_DIRS = ["vmportal", "inventory", "migrations_app", "api", "vmportal_cli"]
 ADAPTER = REPO / "inventory" / "hypervisor"
 
 

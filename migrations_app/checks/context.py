@@ -168,7 +168,8 @@ class AuditEnvironment:
     def load(self, vms: list[VirtualMachine], items: list[PlanItem] | None = None) -> None:
         self.items = list(items or [])
         self._load_by_destination = None
-        self.hosts = {h.pk: h for h in Host.objects.all()}
+        # networks and pools with the hosts: destination choice maps every VM onto every candidate host
+        self.hosts = {h.pk: h for h in Host.objects.prefetch_related("networks", "pools")}
         self.pools = {(p.host_id, p.name): p for p in StoragePool.objects.filter(present=True)}
         vm_ids = [vm.pk for vm in vms]
         approved = PlanItem.objects.filter(plan__status__in=APPROVED_PLAN_STATES, destination__isnull=False)
@@ -267,6 +268,14 @@ class AuditEnvironment:
 
     def destinations_changed(self) -> None:
         self._load_by_destination = None
+
+    def destination_chosen(self, item: PlanItem) -> None:
+        """An item that had no destination got one: its load joins that host's total (no rebuild, which
+        would cost a pass over every item for every choice)."""
+        if self._load_by_destination is None:
+            return
+        if item.destination_id is not None and item.vm.host_id != item.destination_id:
+            self._load_by_destination[item.destination_id].add(item, 1)
 
     def host_index(self, facts: HostFacts) -> HostIndex:
         """MACs, names and running vCPUs of a host's domains, computed once per host."""

@@ -32,13 +32,16 @@ from migrations_app import prediction
 from migrations_app.checks import REGISTRY, AuditEnvironment, Check, CheckContext, Outcome, blocking, evaluate, worst
 from migrations_app.choices import AuditStatus, Mode, PlanStatus, Severity
 from migrations_app.models import Audit, CheckResult, MigrationPlan, PlanItem, Prediction
-from migrations_app.services import planstate
+from migrations_app.services import planstate, waves
 from migrations_app.services.plans import default_network_map, default_storage_map, latest_audit, uncovered_blocks
-from vmportal.db import insert_many
+from vmportal.db import insert_many, update_many
 
 RESULT_FIELDS = ["audit", "item", "check_id", "area", "severity", "message", "evidence", "remediation"]
 
 log = logging.getLogger(__name__)
+
+#: every column of a prediction but its id (written with `insert_many`)
+PREDICTION_FIELDS = [f.name for f in Prediction._meta.concrete_fields if not f.primary_key]
 
 
 @dataclass(frozen=True)
@@ -283,18 +286,29 @@ def _run(audit: Audit) -> dict[str, object]:
                     remediation=result.remediation,
                 )
             )
+    waves.assign(plan, env, items, predictions, timezone.now())
     stale = sorted(env.stale_hosts)
     with transaction.atomic():
         # One statement whatever the plan's size (bulk_create would batch ~16,000 rows of a 500-VM plan).
         insert_many(CheckResult, results, RESULT_FIELDS)
         for p in predictions:
             p.audit = audit
-        Prediction.objects.bulk_create(predictions, batch_size=2000)
-        PlanItem.objects.bulk_update(
+        # one statement each, whatever the plan's size
+        insert_many(Prediction, predictions, PREDICTION_FIELDS)
+        update_many(
+            PlanItem,
             items,
-            ["destination", "destination_reason", "destination_rejections", "mode", "network_map", "storage_map"],
-            batch_size=500,
+            [
+                "destination",
+                "destination_reason",
+                "destination_rejections",
+                "mode",
+                "network_map",
+                "storage_map",
+                "wave",
+            ],
         )
+        MigrationPlan.objects.filter(pk=plan.pk).update(wave_plan=plan.wave_plan)
         audit.worst = worst(severities)
         audit.status = AuditStatus.DONE
         audit.finished_at = timezone.now()
@@ -346,8 +360,8 @@ def _choose_destination(env: AuditEnvironment, item: PlanItem, plan_mode: str) -
         item.destination_reason = f"No host passes the hard checks: {reasons}."[:300]
         return
     best = candidates[0]
-    env.destinations_changed()
     item.destination = best.host
+    env.destination_chosen(item)
     item.destination_reason = best.reason[:300]
     item.network_map = default_network_map(item.vm, best.host)
     item.storage_map = default_storage_map(item.vm, best.host)
