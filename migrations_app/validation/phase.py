@@ -103,6 +103,7 @@ def _probes(run: MigrationRun, baseline: dict[str, Any]) -> list[ProbeSpec]:
 
 def context_for(run: MigrationRun, report: ValidationReport, waits: Waits | None = None) -> ValidationContext:
     options = run.options or {}
+    scratch = run.scratch or {}  # the engine's working state: libvirt flags, cold transfer reports
     baseline = dict(report.baseline or {})
     if run.mode == Mode.COLD and report.baseline_at is not None:
         baseline["cold_downtime_s"] = round((timezone.now() - report.baseline_at).total_seconds(), 1)
@@ -122,10 +123,10 @@ def context_for(run: MigrationRun, report: ValidationReport, waits: Waits | None
         network_map={k.lower(): v for k, v in (options.get("network_map") or {}).items() if v},
         storage_map=dict(options.get("storage_map") or {}),
         pool_paths=pools,
-        transfers=list(options.get("transfers") or []),
+        transfers=list(scratch.get("transfers") or []),
         downtime_ms=run.downtime_ms,
         max_downtime_ms=int(limit) if limit else None,
-        postcopy="postcopy" in str(options.get("flags", "")) and run.downtime_ms is None,
+        postcopy="postcopy" in str(scratch.get("flags", "")) and run.downtime_ms is None,
         seconds_since_move=since,
         probes=_probes(run, baseline),
         waits=waits or waits_for(run.mode),
