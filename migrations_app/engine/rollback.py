@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from inventory.hypervisor import HostUnreachable, HypervisorError
+from inventory.hypervisor import HostUnreachable, HypervisorError, offline
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.storage import VolumeHost
@@ -44,6 +44,10 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     )
     done: list[str] = []
     problems: list[str] = []
+
+    # 0. a block-mirror copy cut short (a crashed worker): the paused domains it left on either host
+    if cold.get("mirror_started"):
+        done.extend(offline.clear_leftovers(run.source.uri, run.destination.uri, uuid, _timeout()))
 
     # 1. the destination: stop our copy if it runs, then remove its definition and volumes
     here = hv.locate(run.destination.uri, uuid, _timeout())

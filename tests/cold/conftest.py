@@ -59,8 +59,11 @@ def forget_later(lab_guests: LabGuests, guest: Guest, *names: str) -> None:
 
 @pytest.fixture
 def fault_hook() -> Iterator[None]:
-    """Tests set transfer.FAULT_HOOK; it is always cleared afterwards."""
+    """Tests set transfer.FAULT_HOOK or cold.MIRROR_HOOK; both are always cleared afterwards."""
+    from migrations_app.engine import cold
+
     try:
         yield
     finally:
         transfer.FAULT_HOOK = None
+        cold.MIRROR_HOOK = None

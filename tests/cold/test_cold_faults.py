@@ -31,6 +31,33 @@ def _guest(lab_guests: LabGuests, *, capacity_mib: int = 64, write_mib: int = 16
     )
 
 
+def _at_second_step(path: str, action: Any) -> None:
+    """Run `action()` once during the copy: on the stream path after the second chunk was acknowledged,
+    on the block-mirror path on the first progress reading of the running mirror job."""
+    if path == "stream":
+
+        def on_chunk(copy: transfer.DiskCopy, index: int) -> None:
+            if index == 1:
+                action()
+
+        transfer.FAULT_HOOK = on_chunk
+        return
+    fired: list[bool] = []
+
+    def on_tick(move: cold.ColdMove, stats: Any) -> None:
+        if stats is not None and stats.active and not fired:
+            fired.append(True)
+            action()
+
+    cold.MIRROR_HOOK = on_tick
+
+
+def _copy_path(settings: Any, path: str) -> dict[str, Any]:
+    """Force one copy path; the mirror is slowed down (plan bandwidth) so that a fault lands mid-copy."""
+    settings.COLD_COPY = path
+    return {"bandwidth_mib_s": 8} if path == "mirror" else {}
+
+
 def _assert_rolled_back(lab_guests: LabGuests, guest: Guest, destination: str) -> None:
     """Source running again, nothing of the move left on the destination."""
     assert lab_guests.where(guest) == {"h1": "running"}
@@ -42,6 +69,7 @@ def _assert_rolled_back(lab_guests: LabGuests, guest: Guest, destination: str) -
     assert not [v for v in source_pool.listVolumes() if v.startswith("vmportal-run")]
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_a_failure_injected_during_the_copy_rolls_back(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
@@ -49,16 +77,17 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     fault_hook: None,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2", formats={"vda": "qcow2"})
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    item = cold_item(people, lab_hosts, guest, "h2", formats={"vda": "qcow2"}, **options)
 
-    def fail(copy: transfer.DiskCopy, index: int) -> None:
-        if index == 1:
-            raise OSError("injected: the storage network went away")
+    def fail() -> None:
+        raise OSError("injected: the storage network went away")
 
-    transfer.FAULT_HOOK = fail
+    _at_second_step(path, fail)
     run = start_item(people["alice"], item)
     cold.execute(run.pk)
     run.refresh_from_db()
@@ -67,11 +96,15 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     assert "injected" in run.error
     assert "running again on h1" in run.outcome and "Removed from h2" in run.outcome, run.outcome
     assert run.pending_cleanup == {}
-    assert run.samples.filter(bytes_processed__gt=0).exists()  # it really was copying
+    if path == "stream":
+        assert run.samples.filter(bytes_processed__gt=0).exists()  # it really was copying
+    else:
+        assert "mirror_started" in run.options["cold"]  # it was mirroring, not falling back
     _assert_rolled_back(lab_guests, guest, "h2")
     assert lab_guests.conn("h1").lookupByUUIDString(guest.uuid).isPersistent()
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
@@ -79,17 +112,16 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     fault_hook: None,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2")
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
     run = start_item(people["alice"], item)
     seen: dict[str, Any] = {}
 
-    def cancel_from_elsewhere(copy: transfer.DiskCopy, index: int) -> None:
-        if index != 1:
-            return
-
+    def cancel_from_elsewhere() -> None:
         def target() -> None:
             from django.db import connection
 
@@ -104,7 +136,7 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
         worker.start()
         worker.join()
 
-    transfer.FAULT_HOOK = cancel_from_elsewhere
+    _at_second_step(path, cancel_from_elsewhere)
     cold.execute(run.pk)
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
@@ -123,6 +155,8 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     monkeypatch: Any,
     settings: Any,
 ) -> None:
+    """The stream path (the fallback) resumes after a fault; the block mirror rolls back instead."""
+    settings.COLD_COPY = "stream"
     settings.COLD_CHUNK_BYTES = 4 * MiB
     guest = _guest(lab_guests, capacity_mib=320, write_mib=256)
     item = cold_item(people, lab_hosts, guest, "h3")
@@ -173,6 +207,7 @@ class WorkerDied(BaseException):
     """Stands in for the worker process dying: nothing in the engine catches it."""
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
@@ -180,24 +215,26 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     fault_hook: None,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     from django.utils import timezone
 
     from migrations_app.services import reconcile
 
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2")
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
 
-    def die(copy: transfer.DiskCopy, index: int) -> None:
-        if index == 1:
-            raise WorkerDied()
+    def die() -> None:
+        raise WorkerDied()
 
-    transfer.FAULT_HOOK = die
+    _at_second_step(path, die)
     run = start_item(people["alice"], item)
     with pytest.raises(WorkerDied):
         cold.execute(run.pk)
     transfer.FAULT_HOOK = None
+    cold.MIRROR_HOOK = None
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING
