@@ -314,6 +314,13 @@ class ColdMove:
         disks mirrored by QEMU into volumes created here in their final format — conversion and copy
         in one pass, no staging file, no read-back (the mirror's completion is the guarantee)."""
         copied = [j for j in jobs if j.copy]
+        foreign = [f"{j.target} ({j.source_format})" for j in copied if j.source_format not in NATIVE_FORMATS]
+        if foreign:
+            # libvirt refuses storage migration of other formats ("The … format used by non-shared storage
+            # is not supported"); the stream path converts them on the source first
+            raise offline.MirrorUnavailable(
+                f"QEMU's block mirror copies only raw and qcow2 disks through libvirt; {', '.join(foreign)} is not."
+            )
         volumes: list[dict[str, str]] = []
         capacities: dict[str, int] = {}
         for job in copied:
