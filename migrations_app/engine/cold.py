@@ -321,6 +321,14 @@ class ColdMove:
             raise offline.MirrorUnavailable(
                 f"QEMU's block mirror copies only raw and qcow2 disks through libvirt; {', '.join(foreign)} is not."
             )
+        raw = [j.target for j in copied if j.format == "raw"]
+        if raw:
+            # measured with QEMU 10 and libvirt 9.0: the mirror writes a raw destination file in full (zeros
+            # included; libvirt only offers zero detection for it from 10.9 on), while the stream copy keeps
+            # it sparse. qcow2 destinations stay sparse either way (zero clusters).
+            raise offline.MirrorUnavailable(
+                f"QEMU's block mirror would write the raw destination of {', '.join(raw)} in full."
+            )
         volumes: list[dict[str, str]] = []
         capacities: dict[str, int] = {}
         for job in copied:

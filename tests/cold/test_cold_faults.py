@@ -53,9 +53,10 @@ def _at_second_step(path: str, action: Any) -> None:
 
 
 def _copy_path(settings: Any, path: str) -> dict[str, Any]:
-    """Force one copy path; the mirror is slowed down (plan bandwidth) so that a fault lands mid-copy."""
+    """Force one copy path; the mirror (which takes qcow2 destinations) is slowed down by the plan's
+    bandwidth so that a fault lands mid-copy."""
     settings.COLD_COPY = path
-    return {"bandwidth_mib_s": 8} if path == "mirror" else {}
+    return {"bandwidth_mib_s": 8, "formats": {"vda": "qcow2"}} if path == "mirror" else {}
 
 
 def _assert_rolled_back(lab_guests: LabGuests, guest: Guest, destination: str) -> None:
@@ -82,7 +83,8 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     settings.COLD_CHUNK_BYTES = 4 * MiB
     options = _copy_path(settings, path)
     guest = _guest(lab_guests, write_mib=48)
-    item = cold_item(people, lab_hosts, guest, "h2", formats={"vda": "qcow2"}, **options)
+    options.setdefault("formats", {"vda": "qcow2"})
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
 
     def fail() -> None:
         raise OSError("injected: the storage network went away")
@@ -139,7 +141,7 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     _at_second_step(path, cancel_from_elsewhere)
     cold.execute(run.pk)
     run.refresh_from_db()
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     assert seen["status"] == RunStatus.TRANSFERRING
     assert run.status == RunStatus.CANCELLED, (run.error, run.outcome)
     assert run.outcome.startswith("Cancelled. Rolled back: the VM is running again on h1"), run.outcome
@@ -186,7 +188,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
             thread.join(timeout=60)
         labctl("start-host", "h3", check=False)
     run.refresh_from_db()
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     assert restarted.is_set()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
     report = run.options["transfers"][0]
@@ -235,7 +237,7 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
         cold.execute(run.pk)
     transfer.FAULT_HOOK = None
     cold.MIRROR_HOOK = None
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING
     assert lab_guests.where(guest) == {"h1": "5"}  # shut off on the source, half copied
