@@ -124,6 +124,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
             requester=owner,
             team=team,
             mode="cold",
+            status="approved",
             fresh_backup=False,
             shutdown_timeout_s=1,
             allow_force_off=True,
@@ -144,13 +145,13 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         run.refresh_from_db()
         if run.status != "succeeded":
             raise RuntimeError(f"cold move failed: {run.error} {run.outcome}")
-        if run.options["cold"].get("copy_path") != path:
-            raise RuntimeError(f"cold move took the {run.options['cold'].get('copy_path')} path, not {path}")
+        if run.scratch["cold"].get("copy_path") != path:
+            raise RuntimeError(f"cold move took the {run.scratch['cold'].get('copy_path')} path, not {path}")
         runs[path].append(run)
         return run
 
     def copy_phase(path: str) -> Callable[[], float]:
-        return lambda: float(cold_move(path).options["cold"]["copy_phase_s"])
+        return lambda: float(cold_move(path).scratch["cold"]["copy_phase_s"])
 
     def baseline() -> float:
         _labctl("exec", "h1", "--", "rm", "-f", BASELINE_FILE)
@@ -187,7 +188,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
     results = []
     for p, label in (("mirror", "fast path: QEMU block mirror"), ("stream", "fallback: libvirt streams")):
         measured = runs[p][:PAIRS]
-        transfers = [r.options["transfers"][0] for r in measured]
+        transfers = [r.scratch["transfers"][0] for r in measured]
         inputs = {
             "disk": f"{DISK_MIB} MiB raw, {WRITTEN_MIB} MiB written",
             "target_format": "qcow2",
@@ -217,7 +218,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         }
         if p == "stream":
             breakdown["convert_on_source"] = round(
-                statistics.median(r.options["cold"]["convert_s"] for r in measured), 3
+                statistics.median(r.scratch["cold"]["convert_s"] for r in measured), 3
             )
             breakdown["copy_and_verify"] = round(statistics.median(t["seconds"] for t in transfers), 3)
             breakdown["of_which_verify"] = round(statistics.median(t["verify_seconds"] for t in transfers), 3)
@@ -225,7 +226,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         else:
             for key in ("start_s", "migrate_s", "destroy_s"):
                 breakdown[f"mirror_{key}"] = round(
-                    statistics.median(r.options["cold"]["mirror"][key] for r in measured), 3
+                    statistics.median(r.scratch["cold"]["mirror"][key] for r in measured), 3
                 )
             result["verification"] = (
                 "QEMU block-mirror completion (every block acknowledged by the destination's NBD server, "
@@ -248,15 +249,15 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         results.append(result)
 
         down = downtime[p]
-        shutdown = statistics.median(r.options["cold"]["shutdown_s"] for r in down)
-        start = statistics.median(r.options["cold"]["start_s"] for r in down)
+        shutdown = statistics.median(r.scratch["cold"]["shutdown_s"] for r in down)
+        start = statistics.median(r.scratch["cold"]["start_s"] for r in down)
         copy_floor = allocated / (link_mib_s * 1024 * 1024)
         results.append(
             {
                 "name": f"cold_downtime_{p}",
                 "inputs": {"runs": DOWNTIME_RUNS, "guest": "running, forced off after a 1 s grace", **inputs},
                 "unit": "s",
-                **summary([r.options["cold"]["downtime_s"] for r in down]),
+                **summary([r.scratch["cold"]["downtime_s"] for r in down]),
                 "samples": len(down),
                 "floor_s": round(shutdown + copy_floor + start, 3),
                 "floor_parts_s": {

@@ -35,7 +35,7 @@ from typing import Any
 
 import libvirt
 
-from .connection import _open, call, translate
+from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate
 from .errors import HypervisorError, OperationFailed, Unsupported
 from .migrate import JobStats, _stats, migration_error, rewrite_xml
 
@@ -74,7 +74,7 @@ def mirror_stopped_domain(
     *,
     tick: Callable[[JobStats | None], None] | None = None,
     bandwidth_mib_s: int | None = None,
-    timeout: float = 15.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> MirrorResult:
     """Copy the disks of the stopped domain `uuid` into the pre-created destination volumes.
 
@@ -177,7 +177,7 @@ def mirror_stopped_domain(
         # leave both hosts as they were: nothing of the copy runs anywhere
         if dom is not None and started_here:
             with suppress(libvirt.libvirtError):
-                if dom.isActive() and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                if dom.isActive() and state_name(dom.state()[0]) == "paused":
                     dom.destroy()
         with suppress(HypervisorError):
             if dest is None:
@@ -208,7 +208,7 @@ def _destroy(conn: libvirt.virConnect, uuid: str, what: str) -> None:
             raise translate(exc, f"stopping {what}") from None
 
 
-def clear_leftovers(source_uri: str, destination_uri: str, uuid: str, timeout: float = 15.0) -> list[str]:
+def clear_leftovers(source_uri: str, destination_uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """After a worker died during a block-mirror copy: destroy the domain it left paused on the source
     (no guest code ever ran in it) and its paused transient copy on the destination. Returns what was
     done, in words; hosts that do not answer are left for a later pass."""
@@ -220,7 +220,7 @@ def clear_leftovers(source_uri: str, destination_uri: str, uuid: str, timeout: f
             continue
         try:
             dom = conn.lookupByUUIDString(uuid)
-            if dom.isActive() and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            if dom.isActive() and state_name(dom.state()[0]) == "paused":
                 if where == "destination" and dom.isPersistent():
                     continue  # not the copy's transient domain
                 dom.destroy()

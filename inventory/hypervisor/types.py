@@ -87,6 +87,7 @@ class PoolInfo:
     capacity: int
     allocation: int
     available: int
+    volumes: frozenset[str] = frozenset()  # paths of its volumes
 
 
 @dataclass(frozen=True)

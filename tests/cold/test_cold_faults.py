@@ -14,7 +14,7 @@ from migrations_app.engine import cold, transfer
 from migrations_app.models import MigrationRun
 from migrations_app.services.runs import request_cancel, start_item
 from tests.base import labctl
-from tests.cold.conftest import cold_item, forget_later
+from tests.cold.conftest import FaultHook, MirrorHook, cold_item, forget_later
 from tests.labguests import DiskSpec, Guest, LabGuests, NicSpec
 
 pytestmark = [pytest.mark.lab]
@@ -31,7 +31,7 @@ def _guest(lab_guests: LabGuests, *, capacity_mib: int = 64, write_mib: int = 16
     )
 
 
-def _at_second_step(path: str, action: Any) -> None:
+def _at_second_step(path: str, action: Any, fault_hook: FaultHook, mirror_hook: MirrorHook) -> None:
     """Run `action()` once during the copy: on the stream path after the second chunk was acknowledged,
     on the block-mirror path on the first progress reading of the running mirror job."""
     if path == "stream":
@@ -40,7 +40,7 @@ def _at_second_step(path: str, action: Any) -> None:
             if index == 1:
                 action()
 
-        transfer.FAULT_HOOK = on_chunk
+        fault_hook(on_chunk)
         return
     fired: list[bool] = []
 
@@ -49,7 +49,7 @@ def _at_second_step(path: str, action: Any) -> None:
             fired.append(True)
             action()
 
-    cold.MIRROR_HOOK = on_tick
+    mirror_hook(on_tick)
 
 
 def _copy_path(settings: Any, path: str) -> dict[str, Any]:
@@ -75,7 +75,8 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
     path: str,
@@ -89,7 +90,7 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     def fail() -> None:
         raise OSError("injected: the storage network went away")
 
-    _at_second_step(path, fail)
+    _at_second_step(path, fail, fault_hook, mirror_hook)
     run = start_item(people["alice"], item)
     cold.execute(run.pk)
     run.refresh_from_db()
@@ -101,7 +102,7 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     if path == "stream":
         assert run.samples.filter(bytes_processed__gt=0).exists()  # it really was copying
     else:
-        assert "mirror_started" in run.options["cold"]  # it was mirroring, not falling back
+        assert "mirror_started" in run.scratch["cold"]  # it was mirroring, not falling back
     _assert_rolled_back(lab_guests, guest, "h2")
     assert lab_guests.conn("h1").lookupByUUIDString(guest.uuid).isPersistent()
 
@@ -111,7 +112,8 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
     path: str,
@@ -138,7 +140,7 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
         worker.start()
         worker.join()
 
-    _at_second_step(path, cancel_from_elsewhere)
+    _at_second_step(path, cancel_from_elsewhere, fault_hook, mirror_hook)
     cold.execute(run.pk)
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
@@ -153,7 +155,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
     monkeypatch: Any,
     settings: Any,
 ) -> None:
@@ -179,7 +181,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
         restarter.append(threading.Thread(target=restart))
         restarter[0].start()
 
-    transfer.FAULT_HOOK = restart_h3
+    fault_hook(restart_h3)
     try:
         run = start_item(people["alice"], item)
         cold.execute(run.pk)
@@ -191,7 +193,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     assert restarted.is_set()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     print(
         f"\ncopy of a {report['size']} B file ({report['data_bytes']} B data) across a daemon restart: "
         f"faults {report['faults']}, resumed at chunk(s) {report['resumed_at']}, data sent {report['bytes_sent']} B, "
@@ -214,7 +216,8 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
     path: str,
@@ -231,12 +234,12 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     def die() -> None:
         raise WorkerDied()
 
-    _at_second_step(path, die)
+    _at_second_step(path, die, fault_hook, mirror_hook)
     run = start_item(people["alice"], item)
     with pytest.raises(WorkerDied):
         cold.execute(run.pk)
-    transfer.FAULT_HOOK = None
-    cold.MIRROR_HOOK = None
+    fault_hook(None)
+    mirror_hook(None)
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING

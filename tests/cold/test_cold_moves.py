@@ -90,15 +90,15 @@ def test_cold_move_converts_vmdk_to_qcow2_maps_the_network_and_keeps_the_source_
     assert all(r.released_at is None and r.retain_until > run.finished_at for r in retained)
 
     # progress in bytes, and the copies verified: the same content as the source disks
-    assert run.options["cold"]["copy_path"] == path
-    assert "vda (vmdk) is not" in run.options["cold"]["mirror_unavailable"]
+    assert run.scratch["cold"]["copy_path"] == path
+    assert "vda (vmdk) is not" in run.scratch["cold"]["mirror_unavailable"]
     samples = list(run.samples.order_by("at", "pk"))
     assert samples and samples[-1].phase == "done" and samples[-1].percent == 100
-    total = sum(t["size"] for t in run.options["transfers"])
+    total = sum(t["size"] for t in run.scratch["transfers"])
     assert samples[-1].bytes_total == total == samples[-1].bytes_processed
     assert [s.bytes_processed for s in samples] == sorted(s.bytes_processed for s in samples)
-    assert all(t["verified"] and t["method"] == path for t in run.options["transfers"])
-    assert {t["target"]: t["format"] for t in run.options["transfers"]} == {"vda": "qcow2", "vdb": "raw"}
+    assert all(t["verified"] and t["method"] == path for t in run.scratch["transfers"])
+    assert {t["target"]: t["format"] for t in run.scratch["transfers"]} == {"vda": "qcow2", "vdb": "raw"}
     for disk in guest.disks:
         target = disks[disk["target"]].source
         assert _same_content("h1", disk["path"], "h2", target), disk
@@ -139,7 +139,7 @@ def test_a_mostly_empty_2_gib_image_costs_io_in_proportion_to_its_data(
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     size = 2048 * MiB
     dest_path = f"/srv/vmportal-lab/local/{guest.name}-vda.raw"
     allocated = _allocated("h2", dest_path)
@@ -174,10 +174,10 @@ def test_the_block_mirror_copies_a_mostly_empty_2_gib_image_sparse_and_converted
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.qcow2")
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    assert run.options["cold"]["copy_path"] == "mirror" and not run.options["cold"]["mirror_started"]
+    assert run.scratch["cold"]["copy_path"] == "mirror" and not run.scratch["cold"]["mirror_started"]
     dest_path = f"/srv/vmportal-lab/local/{guest.name}-vda.qcow2"
     allocated = _allocated("h2", dest_path)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     print(f"\n2 GiB raw image, {written} MiB written, by block mirror: {report}; destination allocation {allocated} B")
     assert written * MiB <= allocated < 2 * written * MiB
     assert _same_content("h1", guest.disks[0]["path"], "h2", dest_path)
