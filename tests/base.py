@@ -120,7 +120,13 @@ def hold_lab_lock() -> None:
     global _lab_lock
     if _lab_lock is not None:
         return
-    handle = LAB_LOCK.open("a")
+    inherited = os.environ.get("VMPORTAL_LAB_LOCK_FD", "")
+    if inherited.isdigit() and os.path.samestat(os.fstat(int(inherited)), LAB_LOCK.stat()):
+        # a wrapper that already holds the lock for several runs (`scripts/with-lab-lock`) passed its
+        # descriptor: locking that same open file succeeds at once
+        handle = open(int(inherited), "a", closefd=False)  # noqa: SIM115 (held until the process exits)
+    else:
+        handle = LAB_LOCK.open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -193,7 +193,7 @@ class LabGuests:
         # backups a run took of these guests (migrations_app.engine.backup names them after the VM)
         prefixes = tuple(f"vmportal-backup-{g.name}-" for g in self.created)
         for host in self.hosts:
-            for pool_name in ("local", "shared"):
+            for pool_name in ("local", "shared", "backup"):
                 with contextlib.suppress(libvirt.libvirtError):
                     p = self.conn(host).storagePoolLookupByName(pool_name)
                     p.refresh(0)

@@ -26,7 +26,7 @@ from inventory.services.sync import MAX_TEXT_CHARS, MAX_XML_CHARS, sync_host
 from migrations_app import jobs as migration_jobs
 from migrations_app.checks.registry import OTHER_TEAMS
 from migrations_app.choices import Area, AuditStatus, Severity
-from migrations_app.engine.live import RunRefused, _peer_uri
+from migrations_app.engine.shared import RunRefused, peer_uri
 from migrations_app.models import Audit, AuditLogEntry, CheckResult, MigrationPlan
 from migrations_app.services import plans as plan_services
 from tests.base import REPO, domain_xml, manage_with_env, node_file_host
@@ -78,10 +78,10 @@ def test_the_engine_checks_the_migration_uri_again_before_libvirt_gets_it(world:
     Host.objects.filter(pk=host.pk).update(migration_uri="qemu+ssh://10.0.0.9/system?netcat=/tmp/evil")
     host.refresh_from_db()
     with pytest.raises(RunRefused, match="netcat"):
-        _peer_uri(host)
+        peer_uri(host)
     Host.objects.filter(pk=host.pk).update(migration_uri="qemu+tcp://10.0.0.9/system")
     host.refresh_from_db()
-    assert _peer_uri(host) == "qemu+tcp://10.0.0.9/system"
+    assert peer_uri(host) == "qemu+tcp://10.0.0.9/system"
 
 
 def test_sync_refuses_a_stored_uri_outside_the_allow_list(world: dict[str, Any]) -> None:

@@ -327,12 +327,15 @@ RUN_LEASE_SECONDS = env_int("VMPORTAL_RUN_LEASE_SECONDS", 30, minimum=3)
 MAX_MOVE_SECONDS = env_int("VMPORTAL_MAX_MOVE_SECONDS", 6 * 3600, minimum=60)
 # Chunk size of the portal's own disk copies (cold moves, backups); a fault re-sends at most one chunk.
 COLD_CHUNK_BYTES = env_int("VMPORTAL_COLD_CHUNK_BYTES", 32 * 1024 * 1024, minimum=1024 * 1024)
+# How a cold move copies disks: "auto" = QEMU's block mirror of the VM started paused, falling back to the
+# portal's chunked stream copy where that cannot be used; "mirror" or "stream" = only that path.
+COLD_COPY = env_choice("VMPORTAL_COLD_COPY", "auto", ("auto", "mirror", "stream"))
 # Backups: kept this many days; BAK-RECENT accepts one younger than BACKUP_MAX_AGE seconds.
 BACKUP_RETENTION_DAYS = env_int("VMPORTAL_BACKUP_RETENTION_DAYS", 14, minimum=1)
 BACKUP_MAX_AGE = env_int("VMPORTAL_BACKUP_MAX_AGE", 24 * 3600, minimum=60)
-# Empty: each disk's backup beside the disk, in the disk's own pool; else a dedicated directory pool.
-BACKUP_POOL = env_str("VMPORTAL_BACKUP_POOL", "")
-BACKUP_POOL_PATH = env_str("VMPORTAL_BACKUP_POOL_PATH", "/var/lib/libvirt/vmportal-backups")
+# Backups of VMs with local disks go to a pool of this name on another host (migrations_app.backupplace);
+# empty: no such pool is looked for (shared storage, else beside each disk).
+BACKUP_POOL = env_str("VMPORTAL_BACKUP_POOL", "backup")
 
 LOG_LEVEL = env_choice("VMPORTAL_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

@@ -279,8 +279,9 @@ def qemu_start_time(uri: str, *, virt_type: str = "qemu", arch: str = "x86_64", 
     xml = (
         f"<domain type='{escape(virt_type or 'qemu')}'><name>{name}</name><memory unit='MiB'>16</memory>"
         f"<vcpu>1</vcpu><os><type arch='{escape(arch or 'x86_64')}'{machine_attr}>hvm</type></os>"
-        # with ACPI: libvirt 9 asks QEMU without it by -no-acpi, which QEMU 9 and later no longer accept
-        "<features><acpi/></features><devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
+        # ACPI on, as in real guests: without it libvirt 9.0 passes -no-acpi, which QEMU 9+ refuses
+        "<features><acpi/></features>"
+        "<devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
     )
     try:
         with connect(uri) as conn:

@@ -18,11 +18,13 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from inventory.choices import Reachability
 from inventory.hypervisor import HypervisorError
 from inventory.hypervisor.facts import CpuComparison, DomainSummary, FactsReader, GuestFacts, HostFacts
 from inventory.hypervisor.types import DiskInfo
 from inventory.models import Disk, Host, StoragePool, VirtualMachine
 from migrations_app import rules
+from migrations_app.backupplace import BackupPlace, choose, survives_host_loss
 from migrations_app.choices import ACTIVE_PLAN_STATES, APPROVED_PLAN_STATES, TargetFormat
 from migrations_app.models import ChangeFreeze, MigrationPlan, PlanItem, Prediction
 
@@ -81,33 +83,51 @@ class HostIndex:
 
 @dataclass(frozen=True)
 class BackupEvidence:
-    """A verified backup of a VM (definition and disks), as BAK-RECENT shows it."""
+    """The recent verified backups of a VM (definition and disks), as BAK-RECENT shows them."""
 
-    taken_at: datetime
-    location: str
+    taken_at: datetime  # the newest
+    location: str  # "host/pool" of the newest
     verified: bool = True
+    #: the newest backup that survives the loss of the VM's host (another host or shared storage)
+    safe_taken_at: datetime | None = None
+    safe_location: str = ""
+
+    @property
+    def survives_host_loss(self) -> bool:
+        return self.safe_taken_at is not None
 
 
 def load_recent_backups(vm_ids: list[int], max_age_s: int) -> dict[int, BackupEvidence]:
-    """The newest verified, ready backup younger than `max_age_s` for each VM that has one (one query).
+    """The verified, ready backups younger than `max_age_s` of each VM that has one (one query): the
+    newest, and the newest outside the VM's failure domain (`backupplace.survives_host_loss`).
 
     This is the one place BAK-RECENT learns about backups.
     """
     from migrations_app.models import Backup, BackupState
 
     since = timezone.now() - timedelta(seconds=max_age_s)
-    found: dict[int, BackupEvidence] = {}
+    newest: dict[int, tuple[datetime, str]] = {}
+    safe: dict[int, tuple[datetime, str]] = {}
     rows = (
         Backup.objects.filter(vm_id__in=vm_ids, state=BackupState.READY, verified=True, created_at__gte=since)
-        .order_by("vm_id", "-created_at")
-        .values("vm_id", "created_at", "host__name", "pool")
+        .order_by("vm_id", "-created_at", "-pk")
+        .values("vm_id", "vm__host_id", "created_at", "host_id", "host__name", "pool", "on_shared_storage")
     )
     for row in rows:
-        if row["vm_id"] not in found:
-            found[row["vm_id"]] = BackupEvidence(
-                taken_at=row["created_at"], location=f"{row['host__name'] or '?'}/{row['pool'] or '?'}"
-            )
-    return found
+        vm_id = row["vm_id"]
+        here = (row["created_at"], f"{row['host__name'] or '?'}/{row['pool'] or '?'}")
+        newest.setdefault(vm_id, here)
+        if vm_id not in safe and survives_host_loss(row["host_id"], row["on_shared_storage"], row["vm__host_id"]):
+            safe[vm_id] = here
+    return {
+        vm_id: BackupEvidence(
+            taken_at=taken_at,
+            location=location,
+            safe_taken_at=safe[vm_id][0] if vm_id in safe else None,
+            safe_location=safe[vm_id][1] if vm_id in safe else "",
+        )
+        for vm_id, (taken_at, location) in newest.items()
+    }
 
 
 def load_freezes(plan: MigrationPlan | None, items: list[PlanItem]) -> list[tuple[datetime, datetime]]:
@@ -243,6 +263,11 @@ class AuditEnvironment:
         except HypervisorError as exc:
             self.host_errors[vm.host_id] = exc.message
             return None
+
+    def backup_place(self, vm: VirtualMachine, disks_shared: bool) -> BackupPlace:
+        """Where a fresh backup of `vm` would go (the engine's rule, over the loaded pools)."""
+        usable = {pk for pk, h in self.hosts.items() if h.enabled and h.reachability != Reachability.UNREACHABLE}
+        return choose(vm.host_id, disks_shared, [p for p in self.pools.values() if p.active], usable)
 
     def pool_shared(self, host_id: int, name: str) -> bool:
         pool = self.pools.get((host_id, name))

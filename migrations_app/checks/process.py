@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from migrations_app import rules
+from migrations_app import backupplace, rules
 from migrations_app.choices import Area
 
 from .context import CheckContext
@@ -17,17 +17,51 @@ LIVE_STATES = frozenset({"running", "paused", "blocked"})
 
 @register("BAK-RECENT", Area.DEPENDENCIES)
 def backup(ctx: CheckContext) -> Outcome:
-    """A verified backup younger than the policy age exists, or the run takes one first."""
+    """A verified backup younger than the policy age exists, or the run takes one first; a warning when
+    the only backup shares the VM's failure domain (its own host, outside shared storage)."""
     found = ctx.env.backups.get(ctx.vm.pk)
     policy = {"max age s": ctx.env.backup_max_age}
-    if found is not None:
+    own = ctx.env.hosts.get(ctx.vm.host_id) if ctx.vm.host_id else None
+    host = own.name if own else "?"
+    fix = (
+        "Back up to a pool on another host (an admin adds a pool named "
+        f"'{backupplace.backup_pool_name()}' on another host) or to shared storage."
+    )
+    if found is not None and found.survives_host_loss:
+        assert found.safe_taken_at is not None  # noqa: S101  (narrowing for the type checker)
         return passed(
-            f"A verified backup from {found.taken_at:%Y-%m-%d %H:%M} exists.",
-            {"taken at": found.taken_at.isoformat(), "location": found.location},
+            f"A verified backup from {found.safe_taken_at:%Y-%m-%d %H:%M} exists on {found.safe_location}.",
+            {
+                "taken at": found.safe_taken_at.isoformat(),
+                "location": found.safe_location,
+                "newest": found.location,
+                "survives the VM's host": True,
+            },
             policy,
         )
     if ctx.plan is not None and ctx.plan.fresh_backup:
-        return passed("The run will take a verified backup first.", {"fresh backup": True}, policy)
+        disks_shared = ctx.guest is not None and bool(ctx.disks) and all(d.source_shared for d in ctx.disks)
+        place = ctx.env.backup_place(ctx.vm, disks_shared)
+        target = ctx.env.hosts.get(place.host_id)
+        where = f"{target.name if target else '?'}/{place.pool or backupplace.BESIDE_EACH_DISK}"
+        facts = {"fresh backup": True, "location": where, "survives the VM's host": place.survives(ctx.vm.host_id)}
+        if place.survives(ctx.vm.host_id):
+            return passed(f"The run will take a verified backup first, on {where}.", facts, policy)
+        return warn(
+            f"The run will take a verified backup first, but on the VM's own host {host} ({place.why}): "
+            "it is lost with the host.",
+            facts,
+            policy,
+            fix,
+        )
+    if found is not None:
+        return warn(
+            f"The only recent backup ({found.taken_at:%Y-%m-%d %H:%M}, on {found.location}) is on the VM's own "
+            f"host {host}: it is lost with the host.",
+            {"taken at": found.taken_at.isoformat(), "location": found.location, "survives the VM's host": False},
+            policy,
+            fix,
+        )
     return block(
         "No verified backup known, and the plan does not take one.",
         {"fresh backup": False},

@@ -1,19 +1,19 @@
 """Taking and restoring backups (definition + every writable disk), through libvirt only.
 
-Where backups live: on the host the VM runs on, because that is where libvirt's push backup can write
-(QEMU writes the copy on the domain's own host) and where a stopped VM's disks can be copied without
-crossing the network. By default each disk's backup file goes into the storage pool that holds the disk,
-named `vmportal-backup-…`, so no new pool appears on the hosts and a disk on shared storage has its
-backup on shared storage too (reachable from every host). With VMPORTAL_BACKUP_POOL set, every backup
-goes into that directory pool instead (made at VMPORTAL_BACKUP_POOL_PATH on first use), e.g. one on a
-separate disk. Restores copy from there to any host with the same chunked, verified transfer as cold
-moves. The price of keeping backups on the source host: a backup is lost with its host (unless on
-shared storage); copying it to another host is a later step.
+Where backups live: migrations_app.backupplace decides (one rule). A VM whose disks are all on shared
+storage is backed up beside each disk, on that storage; any other VM's backup goes by default to the
+pool named VMPORTAL_BACKUP_POOL (`backup`) on another host, so that it survives the loss of the VM's
+host; failing that to shared storage on the VM's host, and only as a last resort beside each disk on
+the VM's own host (BAK-RECENT warns about such a backup). Restores copy from there to any host with
+the same chunked, verified transfer as cold moves.
 
-- Running VM: push-mode backup job (`backupBegin`), the guest keeps running; the files are then read
-  back through libvirt and fingerprinted, which is also the check that they are complete.
-- Stopped VM: each disk file is copied into the backup pool by `DiskCopy` (per-chunk checksums,
-  verified end to end).
+- Running VM: push-mode backup job (`backupBegin`), the guest keeps running. QEMU writes the files on
+  the domain's own host, beside each disk; when the backup belongs elsewhere, each file is then copied
+  there by `DiskCopy` (per-chunk checksums, read back from the destination) and the local file removed.
+  Otherwise the files are read back through libvirt and fingerprinted, which is also the check that
+  they are complete.
+- Stopped VM: each disk file is copied into its place by `DiskCopy` (per-chunk checksums, verified end
+  to end).
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from inventory.choices import Reachability
 from inventory.hypervisor import HypervisorError, OperationFailed
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor.migrate import rewrite_xml
 from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
-from inventory.models import Host, VirtualMachine
+from inventory.models import Host, StoragePool, VirtualMachine
+from migrations_app import backupplace
+from migrations_app.backupplace import BackupPlace
 from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.engine.spec import adapter_network_map
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport, read_digest
@@ -43,9 +46,6 @@ from migrations_app.models import Backup, BackupMethod, BackupState, MigrationRu
 
 log = logging.getLogger(__name__)
 
-#: empty: each disk's backup beside the disk, in the disk's own pool
-BACKUP_POOL = settings.BACKUP_POOL
-BACKUP_POOL_PATH = settings.BACKUP_POOL_PATH
 PREFIX = "vmportal-backup"
 
 
@@ -65,6 +65,17 @@ class BackupFailed(OperationFailed):
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
+def place_for(vm: VirtualMachine, host: Host, disk_pools: list[str]) -> BackupPlace:
+    """Where a backup of `vm` (on `host`, with disks in the named pools there) goes by default."""
+    pools = list(StoragePool.objects.filter(present=True, active=True))
+    own = {p.name: p for p in pools if p.host_id == host.pk}
+    disks_shared = bool(disk_pools) and all(name in own and own[name].shared for name in disk_pools)
+    usable = set(
+        Host.objects.filter(enabled=True).exclude(reachability=Reachability.UNREACHABLE).values_list("pk", flat=True)
+    )
+    return backupplace.choose(host.pk, disks_shared, pools, usable)
+
+
 def take(
     vm: VirtualMachine,
     host: Host,
@@ -73,35 +84,48 @@ def take(
     check: Callable[[], None] | None = None,
     progress: Progress | None = None,
 ) -> Backup:
-    """Back up the VM where it is now: push backup if it runs, a copy if it is stopped."""
+    """Back up the VM where it is now (push backup if it runs, a copy if it is stopped), into the place
+    `backupplace` chooses for it."""
     uuid = str(vm.uuid)
     defn = hvl.definition(host.uri, uuid, _timeout())
     disks = [d for d in defn.disks if d.writable]
+    local = VolumeHost(host.uri, _timeout())
+    try:
+        sources = {d.target: local.info(d.path) for d in disks}
+    finally:
+        local.close()
+    place = place_for(vm, host, [info.pool for info in sources.values()])
+    place_host = host if place.host_id == host.pk else Host.objects.get(pk=place.host_id)
     backup = Backup.objects.create(
         vm=vm,
         vm_name=defn.name,
         vm_uuid=vm.uuid,
-        host=host,
-        pool=BACKUP_POOL or "beside each disk",
+        host=place_host,
+        pool=place.pool or backupplace.BESIDE_EACH_DISK,
+        on_shared_storage=place.shared,
         run=run,
         method=BackupMethod.PUSH if defn.running else BackupMethod.COPY,
         vm_was_running=defn.running,
         definition_xml=defn.xml,
     )
-    written: list[str] = []
-    store = VolumeHost(host.uri, _timeout())
+    written: list[str] = []  # on the backup's host
+    staged: list[str] = []  # push backup files on the VM's host that are copied elsewhere
+    source_store = VolumeHost(host.uri, _timeout())
+    store = source_store if place_host.pk == host.pk else VolumeHost(place_host.uri, _timeout())
+
+    def name(target: str, fmt: str) -> str:
+        return safe_file_name(PREFIX, defn.name, f"b{backup.pk}", f"{target}.{fmt}")
+
+    def pool_of(target: str) -> str:
+        return place.pool or sources[target].pool
+
     try:
-        dedicated = store.ensure_dir_pool(BACKUP_POOL, BACKUP_POOL_PATH) if BACKUP_POOL else ""
-        pools = {d.target: BACKUP_POOL or store.info(d.path).pool for d in disks}
-
-        def name(target: str, fmt: str) -> str:
-            return safe_file_name(PREFIX, defn.name, f"b{backup.pk}", f"{target}.{fmt}")
-
         entries: list[dict[str, Any]] = []
         if disks and defn.running:
-            directories = {d.target: dedicated or d.path.rsplit("/", 1)[0] for d in disks}
-            targets = {d.target: f"{directories[d.target]}/{name(d.target, 'qcow2')}" for d in disks}
-            written.extend(targets.values())
+            # QEMU writes a push backup beside each disk; a backup that belongs elsewhere is moved there
+            in_place = store is source_store and not place.pool
+            targets = {d.target: f"{d.path.rsplit('/', 1)[0]}/{name(d.target, 'qcow2')}" for d in disks}
+            (written if in_place else staged).extend(targets.values())
 
             def tick(stats: dict[str, Any]) -> None:
                 if check is not None:
@@ -111,43 +135,49 @@ def take(
 
             hvl.push_backup(host.uri, uuid, targets, tick=tick, timeout=_timeout())
             for path in targets.values():
-                store.refresh_pool_of(path)  # the files QEMU wrote become volumes
+                source_store.refresh_pool_of(path)  # the files QEMU wrote become volumes
             sent = 0
             for disk in disks:
                 path = targets[disk.target]
-                info = store.info(path)
-                source = store.info(disk.path)
-                if info.capacity != source.capacity:
+                info = source_store.info(path)
+                if info.capacity != sources[disk.target].capacity:
                     raise BackupFailed(
                         f"The backup of {disk.target} has a virtual size of {info.capacity} bytes, "
-                        f"the disk {source.capacity}."
+                        f"the disk {sources[disk.target].capacity}."
                     )
-                digest, size, data = read_digest(store, path, DEFAULT_CHUNK)
-                sent += data
-                entries.append(_entry(disk.target, info.format, info.capacity, size, info.pool, path, digest))
+                if in_place:
+                    digest, size, data = read_digest(store, path, DEFAULT_CHUNK)
+                    sent += data
+                    entries.append(_entry(disk.target, info.format, info.capacity, size, info.pool, path, digest))
+                    continue
+                dest = store.create_target(pool_of(disk.target), name(disk.target, info.format))
+                written.append(dest.path)
+                report = _copy(source_store, path, store, dest.path, check, progress)
+                sent += report.bytes_sent
+                entries.append(
+                    _entry(disk.target, info.format, info.capacity, report.size, dest.pool, dest.path, report.digest)
+                )
+                source_store.delete(path)
+                staged.remove(path)
             backup.bytes_sent = sent
         elif disks:
-            source_store = VolumeHost(host.uri, _timeout())
-            try:
-                for disk in disks:
-                    source = source_store.info(disk.path)
-                    target = store.create_target(pools[disk.target], name(disk.target, source.format))
-                    written.append(target.path)
-                    report = _copy(source_store, disk.path, store, target.path, check, progress)
-                    backup.bytes_sent += report.bytes_sent
-                    entries.append(
-                        _entry(
-                            disk.target,
-                            source.format,
-                            source.capacity,
-                            report.size,
-                            target.pool,
-                            target.path,
-                            report.digest,
-                        )
+            for disk in disks:
+                source = sources[disk.target]
+                target = store.create_target(pool_of(disk.target), name(disk.target, source.format))
+                written.append(target.path)
+                report = _copy(source_store, disk.path, store, target.path, check, progress)
+                backup.bytes_sent += report.bytes_sent
+                entries.append(
+                    _entry(
+                        disk.target,
+                        source.format,
+                        source.capacity,
+                        report.size,
+                        target.pool,
+                        target.path,
+                        report.digest,
                     )
-            finally:
-                source_store.close()
+                )
         now = timezone.now()
         backup.disks = entries
         backup.total_bytes = sum(int(e["size"]) for e in entries)
@@ -159,9 +189,10 @@ def take(
         backup.save()
         return backup
     except BaseException as exc:
-        for path in written:
-            with suppress(HypervisorError):
-                store.delete(path)
+        for files, where in ((written, store), (staged, source_store)):
+            for path in files:
+                with suppress(HypervisorError):
+                    where.delete(path)
         message = exc.message if isinstance(exc, HypervisorError) else str(exc) or type(exc).__name__
         Backup.objects.filter(pk=backup.pk).update(
             state=BackupState.FAILED, error=message[:2000], finished_at=timezone.now()
@@ -170,6 +201,7 @@ def take(
             raise BackupFailed(f"The backup failed: {exc.message}", raw=exc.raw) from exc
         raise
     finally:
+        source_store.close()
         store.close()
 
 

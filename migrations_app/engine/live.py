@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 
 from django.utils import timezone
 
-from inventory.hypervisor import HypervisorError, InvalidURI
+from inventory.hypervisor import HypervisorError
 from inventory.hypervisor import migrate as hv
 from inventory.models import Host, VirtualMachine
-from inventory.services.hosts import check_migration_uri
 from migrations_app import events
 from migrations_app.choices import RunStatus, ValidationStatus
 from migrations_app.engine import recovery, shared
@@ -30,6 +29,7 @@ from migrations_app.engine.shared import (  # noqa: F401  (shared by both engine
     RunRefused,
     cleanup,
     libvirt_timeout,
+    peer_uri,
     placements,
     record_moved,
 )
@@ -66,14 +66,6 @@ def _tls(*hosts: Host) -> bool:
     return any(urlsplit(h.migration_uri or h.uri).scheme == "qemu+tls" or h.uri.startswith("qemu+tls") for h in hosts)
 
 
-def _peer_uri(host: Host) -> str:
-    """What the source daemon dials: checked again against the allow-list right before libvirt gets it."""
-    try:
-        return check_migration_uri(host.migration_uri or host.uri)
-    except InvalidURI as exc:
-        raise RunRefused(f"The migration URI of {host} is not allowed: {exc.message}") from None
-
-
 class LiveMove:
     def __init__(self, run: MigrationRun) -> None:
         self.run = run
@@ -102,7 +94,7 @@ class LiveMove:
             uuid=str(self.vm.uuid),
             source_uri=self.source.uri,
             destination_uri=self.destination.uri,
-            peer_uri=_peer_uri(self.destination),
+            peer_uri=peer_uri(self.destination),
             network_map=self.spec.live_network_map(),
             disks=self.placements(),
             options=hv.LiveOptions(

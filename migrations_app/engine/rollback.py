@@ -2,7 +2,7 @@
 
 Used by the cold engine for any failure or cancel after the VM was shut down, and by the reconciler
 for a cold run whose worker died. It reads what to undo from the run itself (`pending_cleanup` for
-the destination, `options["cold"]` for the source), so it works without the engine's memory.
+the destination, `scratch["cold"]` for the source), so it works without the engine's memory.
 
 Order matters: the destination's copy is stopped and removed *before* the source starts, so the VM
 never runs twice. A destination domain is only ever stopped if it carries this run's tag (it is the
@@ -15,7 +15,7 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from inventory.hypervisor import HostUnreachable, HypervisorError
+from inventory.hypervisor import HostUnreachable, HypervisorError, offline
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.storage import VolumeHost
@@ -48,6 +48,10 @@ def roll_back(
     )
     done: list[str] = []
     problems: list[str] = []
+
+    # 0. a block-mirror copy cut short (a crashed worker): the paused domains it left on either host
+    if cold.get("mirror_started"):
+        done.extend(offline.clear_leftovers(run.source.uri, run.destination.uri, uuid, _timeout()))
 
     # 1. the destination: stop our copy if it runs, then remove its definition and volumes
     here = hv.locate(run.destination.uri, uuid, _timeout())

@@ -11,9 +11,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from inventory.hypervisor import HostUnreachable, HypervisorError
+from inventory.hypervisor import HostUnreachable, HypervisorError, InvalidURI
 from inventory.hypervisor import migrate as hv
 from inventory.models import Host, StoragePool, VirtualMachine
+from inventory.services.hosts import check_migration_uri
 from inventory.services.sync import sync_host
 from migrations_app import auditlog, rules
 from migrations_app.choices import TERMINAL_RUN_STATES
@@ -122,3 +123,11 @@ def record_moved(run: MigrationRun) -> None:
             sync_host(host_id)
         except Exception:  # the row is already right; a sync failure only delays details
             log.warning("sync after run %s failed", run.pk, exc_info=True)
+
+
+def peer_uri(host: Host) -> str:
+    """What the source daemon dials: checked again against the allow-list right before libvirt gets it."""
+    try:
+        return check_migration_uri(host.migration_uri or host.uri)
+    except InvalidURI as exc:
+        raise RunRefused(f"The migration URI of {host} is not allowed: {exc.message}") from None

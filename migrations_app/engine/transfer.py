@@ -60,6 +60,7 @@ class TransferReport:
     verified: bool = False
     seconds: float = 0.0
     verify_seconds: float = 0.0
+    method: str = "stream"  # stream (this module) or mirror (QEMU's block mirror, engine.cold)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,8 @@ class BackupMethod(models.TextChoices):
 
 
 class Backup(models.Model):
-    """One backup of one VM: its definition and every writable disk, on one host's backup pool.
+    """One backup of one VM: its definition and every writable disk, on one host's backup pool
+    (migrations_app.backupplace says where, and whether it survives the loss of the VM's host).
 
     `disks`: one entry per disk: {"target", "format", "capacity", "size", "pool", "volume", "path",
     "sha256", "chunks"} — `size` is the backup file's length, `sha256` the digest of its chunk
@@ -40,6 +41,9 @@ class Backup(models.Model):
         help_text="Where the files are.",
     )
     pool = models.CharField(max_length=255, blank=True)
+    on_shared_storage = models.BooleanField(
+        default=False, help_text="Every file is on shared storage (it survives the loss of any one host)."
+    )
     run = models.ForeignKey(
         "migrations_app.MigrationRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
     )

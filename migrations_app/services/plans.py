@@ -16,6 +16,7 @@ from django.utils import timezone
 from inventory.choices import Reachability
 from inventory.models import Disk, Host, Network, StoragePool, VirtualMachine
 from inventory.permissions import is_admin
+from migrations_app.backupplace import backup_pool_name
 from migrations_app.choices import (
     EDITABLE_PLAN_STATES,
     ChangeType,
@@ -89,8 +90,9 @@ def default_network_map(vm: VirtualMachine, destination: Host) -> dict[str, str]
 
 def default_storage_map(vm: VirtualMachine, destination: Host) -> dict[str, dict[str, str]]:
     """disk target → {"pool", "format"}: shared pools stay put; local disks go to the same-named pool
-    or the destination's local pool with the most free space."""
-    pools = [p for p in destination.pools.all() if p.present and p.active]
+    or the destination's local pool with the most free space (never the pool reserved for backups)."""
+    reserved = backup_pool_name()
+    pools = [p for p in destination.pools.all() if p.present and p.active and p.name != reserved]
     by_name = {p.name: p for p in pools}
     roomiest_local = max((p for p in pools if not p.shared), key=lambda p: p.available, default=None)
     result = {}

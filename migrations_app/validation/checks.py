@@ -171,7 +171,10 @@ def disks(ctx: ValidationContext) -> Finding:
         )
     if not before:
         return passed("The VM has no disks to compare.", expected, found)
-    note = ", copies verified by checksum" if ctx.mode == "cold" and ctx.transfers else ""
+    note = ""
+    if ctx.mode == "cold" and ctx.transfers:
+        mirrored = any(t.get("method") == "mirror" for t in ctx.transfers)
+        note = ", copies completed by QEMU's block mirror" if mirrored else ", copies verified by checksum"
     return passed(f"{len(before)} disk(s) as mapped{note}.", expected, found)
 
 

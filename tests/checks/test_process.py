@@ -16,20 +16,24 @@ from migrations_app.checks.registry import REGISTRY
 from migrations_app.models import Prediction
 from migrations_app.services.audits import run_audit
 from migrations_app.services.plans import latest_audit
-from tests.checks.conftest import Planner, outcomes, vm_of
+from tests.checks.conftest import Planner, outcomes, sync, vm_of
 from tests.labguests import LabGuests
 
 pytestmark = [pytest.mark.django_db, pytest.mark.lab]
 
 
 def test_bak_recent_blocks_without_a_backup_and_passes_when_the_run_takes_one(
-    lab_guests: LabGuests, plan_move: Planner
+    lab_guests: LabGuests, plan_move: Planner, lab_hosts: dict[str, Host]
 ) -> None:
+    sync(*lab_hosts.values())  # the other hosts' pools are known
     guest = lab_guests.define("h1", nics=[], start=False)
     _mode, without = outcomes(plan_move(guest, "h2", mode="cold", fresh_backup=False))
     assert without["BAK-RECENT"].severity == "block" and "No verified backup known" in without["BAK-RECENT"].message
     _mode, fresh = outcomes(plan_move(guest, "h2", mode="cold", fresh_backup=True))
     assert fresh["BAK-RECENT"].severity == "pass" and "take" in fresh["BAK-RECENT"].message
+    # the lab's hosts each have a pool named 'backup': a fresh backup of h1's VM goes to another host's
+    assert fresh["BAK-RECENT"].source["location"] in ("h2/backup", "h3/backup")
+    assert fresh["BAK-RECENT"].source["survives the VM's host"] is True
 
 
 def test_proc_state_blocks_a_stopped_vm_live_only(lab_guests: LabGuests, plan_move: Planner) -> None:
@@ -140,6 +144,22 @@ def test_bak_recent_passes_with_a_recent_verified_backup(
     Backup.objects.create(**common, state=BackupState.FAILED, verified=False)  # not usable
     _mode, results = outcomes(plan)
     assert results["BAK-RECENT"].severity == "block"
+    # beside the disk on the VM's own host: a backup, but one lost with the host
     Backup.objects.create(**common, state=BackupState.READY, verified=True)
     _mode, results = outcomes(plan)
-    assert results["BAK-RECENT"].severity == "pass" and results["BAK-RECENT"].source["location"] == "h1/local"
+    assert results["BAK-RECENT"].severity == "warn", results["BAK-RECENT"].message
+    assert "only recent backup" in results["BAK-RECENT"].message and "own host h1" in results["BAK-RECENT"].message
+    assert results["BAK-RECENT"].source["location"] == "h1/local"
+    # on shared storage: it survives the host
+    shared = {**common, "pool": "shared", "created_at": timezone.now() - timedelta(minutes=5)}
+    Backup.objects.create(**shared, state=BackupState.READY, verified=True, on_shared_storage=True)
+    _mode, results = outcomes(plan)
+    assert results["BAK-RECENT"].severity == "pass" and results["BAK-RECENT"].source["location"] == "h1/shared"
+    # on another host: passes and says where the latest safe one is, beside the newest
+    Backup.objects.create(
+        **{**common, "host": lab_hosts["h2"], "pool": "backup"}, state=BackupState.READY, verified=True
+    )
+    Backup.objects.create(**common, state=BackupState.READY, verified=True)  # newer, but on h1 again
+    _mode, results = outcomes(plan)
+    assert results["BAK-RECENT"].severity == "pass" and results["BAK-RECENT"].source["location"] == "h2/backup"
+    assert "h2/backup" in results["BAK-RECENT"].message and results["BAK-RECENT"].source["newest"] == "h1/local"

@@ -84,3 +84,29 @@ def fault_hook(monkeypatch: pytest.MonkeyPatch) -> FaultHook:
         monkeypatch.setattr(transfer.DiskCopy, "_send", send_then_hook)
 
     return install
+
+
+MirrorHook = Callable[[Callable[[Any, Any], None] | None], None]
+
+
+@pytest.fixture
+def mirror_hook(monkeypatch: pytest.MonkeyPatch) -> MirrorHook:
+    """mirror_hook(fn): from now on fn(move, stats) is called after each progress reading of a
+    block-mirror copy (it may raise, cancel or disturb a host); mirror_hook(None) stops it.
+    Undone after the test."""
+    from migrations_app.engine import cold
+
+    tick = cold.ColdMove.mirror_tick
+
+    def install(hook: Callable[[Any, Any], None] | None) -> None:
+        if hook is None:
+            monkeypatch.setattr(cold.ColdMove, "mirror_tick", tick)
+            return
+
+        def tick_then_hook(move: cold.ColdMove, stats: Any) -> None:
+            tick(move, stats)
+            hook(move, stats)
+
+        monkeypatch.setattr(cold.ColdMove, "mirror_tick", tick_then_hook)
+
+    return install

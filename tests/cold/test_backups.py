@@ -45,7 +45,11 @@ def test_a_live_move_with_a_fresh_backup_policy_backs_up_the_running_guest_and_t
     assert backup.finished_at is not None and run.transferred_at is not None
     assert backup.finished_at < run.transferred_at
     assert run.samples.exists() and run.downtime_ms is not None
-    assert backup.state == "ready" and backup.verified and backup.host is not None and backup.host.name == "h1"
+    # the VM's disk is local to h1: the backup lands in another host's backup pool
+    assert backup.state == "ready" and backup.verified and backup.host is not None
+    assert backup.host.name in ("h2", "h3") and backup.pool == "backup" and not backup.on_shared_storage
+    assert all(d["path"].startswith("/var/lib/libvirt/backup/") for d in backup.disks)
+    _no_push_files_left_on(lab_guests, "h1", guest)
     assert [d["target"] for d in backup.disks] == ["vda"] and backup.disks[0]["sha256"]
     assert backup.expires_at is not None and backup.expires_at > backup.created_at + timedelta(days=1)
     assert backups.verify_backup(backup)
@@ -82,7 +86,9 @@ def test_a_stopped_vm_is_backed_up_by_copy_and_pruned_after_retention(
     backup = backups.take_backup(people["alice"], vm)
     lab_guests.volumes += [(d["pool"], d["volume"]) for d in backup.disks]
     assert backup.method == "copy" and backup.verified
-    store = lab_guests.conn("h1").storageVolLookupByPath(backup.disks[0]["path"])
+    assert backup.host is not None and backup.host.name != "h1"
+    where = backup.host.name
+    store = lab_guests.conn(where).storageVolLookupByPath(backup.disks[0]["path"])
     assert store.info()[1] == 16 * 1024 * 1024
     assert backup.expires_at is not None
     result = backups.prune(now=backup.expires_at + timedelta(seconds=1))
@@ -90,5 +96,67 @@ def test_a_stopped_vm_is_backed_up_by_copy_and_pruned_after_retention(
     backup.refresh_from_db()
     assert backup.state == "pruned"
     with pytest.raises(libvirt.libvirtError):
-        lab_guests.conn("h1").storageVolLookupByPath(backup.disks[0]["path"])
+        lab_guests.conn(where).storageVolLookupByPath(backup.disks[0]["path"])
     assert backups.latest_verified_backup(vm, timedelta(days=365)) is None
+
+
+def _no_push_files_left_on(lab_guests: LabGuests, host: str, guest: Guest) -> None:
+    """The push backup's files QEMU wrote beside the disks were removed once copied to their place."""
+    pool = lab_guests.conn(host).storagePoolLookupByName("local")
+    pool.refresh(0)
+    assert not [n for n in pool.listVolumes() if n.startswith(f"vmportal-backup-{guest.name}-")]
+
+
+def test_a_local_disk_backup_lives_off_its_host_the_audit_says_where_and_it_restores_without_that_host(
+    lab_guests: LabGuests, lab_hosts: dict[str, Host], people: dict[str, Any]
+) -> None:
+    """Backup of a stopped VM with data on h1's local disk → another host's backup pool; BAK-RECENT shows
+    that place; with h1's daemon stopped (the host lost), the backup restores onto the third host and the
+    restored disk holds exactly the VM's data."""
+    from inventory.hypervisor.storage import VolumeHost
+    from migrations_app.engine.transfer import read_digest
+    from tests.base import labctl
+    from tests.checks.conftest import outcomes
+    from tests.engine.conftest import sync
+
+    guest = lab_guests.define(
+        "h1",
+        memory_mib=64,
+        disks=[DiskSpec(pool="local", format="raw", capacity_mib=32, write_mib=4)],
+        nics=[],
+        start=False,
+    )
+    sync(lab_hosts)
+    vm = VirtualMachine.objects.select_related("host").get(uuid=guest.uuid)
+    backup = backups.take_backup(people["alice"], vm)
+    lab_guests.volumes += [(d["pool"], d["volume"]) for d in backup.disks]
+    assert backup.host is not None and backup.host.name in ("h2", "h3") and backup.pool == "backup"
+    keeper = backup.host.name
+    other = ({"h2", "h3"} - {keeper}).pop()
+
+    # the audit names the place and passes: the backup survives the VM's host
+    item = cold_item(people, lab_hosts, guest, "h2")
+    outcome = outcomes(item.plan)[1]["BAK-RECENT"]
+    assert outcome.severity == "pass", outcome.message
+    assert outcome.source["location"] == f"{keeper}/backup" and f"{keeper}/backup" in outcome.message
+
+    with VolumeHost(lab_hosts["h1"].uri) as h1:
+        original = read_digest(h1, guest.disks[0]["path"])[0]
+    labctl("stop-host", "h1")
+    try:
+        restored = backups.restore_backup(
+            people["carol"], backup, lab_hosts[other], pool="local", network_map={}, start=False
+        )
+        lab_guests.created.append(
+            Guest(
+                name=restored.name,
+                uuid=restored.uuid,
+                host=other,
+                disks=[{"pool": d["pool"], "volume": d["path"].rsplit("/", 1)[1]} for d in restored.disks],
+            )
+        )
+        with VolumeHost(lab_hosts[other].uri) as there:
+            assert read_digest(there, restored.disks[0]["path"])[0] == original
+        assert lab_guests.conn(other).lookupByUUIDString(restored.uuid).isPersistent()
+    finally:
+        labctl("start-host", "h1")

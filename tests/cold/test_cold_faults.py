@@ -14,7 +14,7 @@ from migrations_app.engine import cold, transfer
 from migrations_app.models import MigrationRun
 from migrations_app.services.runs import request_cancel, start_item
 from tests.base import labctl
-from tests.cold.conftest import FaultHook, cold_item, forget_later
+from tests.cold.conftest import FaultHook, MirrorHook, cold_item, forget_later
 from tests.labguests import DiskSpec, Guest, LabGuests, NicSpec
 
 pytestmark = [pytest.mark.lab]
@@ -31,6 +31,34 @@ def _guest(lab_guests: LabGuests, *, capacity_mib: int = 64, write_mib: int = 16
     )
 
 
+def _at_second_step(path: str, action: Any, fault_hook: FaultHook, mirror_hook: MirrorHook) -> None:
+    """Run `action()` once during the copy: on the stream path after the second chunk was acknowledged,
+    on the block-mirror path on the first progress reading of the running mirror job."""
+    if path == "stream":
+
+        def on_chunk(copy: transfer.DiskCopy, index: int) -> None:
+            if index == 1:
+                action()
+
+        fault_hook(on_chunk)
+        return
+    fired: list[bool] = []
+
+    def on_tick(move: cold.ColdMove, stats: Any) -> None:
+        if stats is not None and stats.active and not fired:
+            fired.append(True)
+            action()
+
+    mirror_hook(on_tick)
+
+
+def _copy_path(settings: Any, path: str) -> dict[str, Any]:
+    """Force one copy path; the mirror (which takes qcow2 destinations) is slowed down by the plan's
+    bandwidth so that a fault lands mid-copy."""
+    settings.COLD_COPY = path
+    return {"bandwidth_mib_s": 8, "formats": {"vda": "qcow2"}} if path == "mirror" else {}
+
+
 def _assert_rolled_back(lab_guests: LabGuests, guest: Guest, destination: str) -> None:
     """Source running again, nothing of the move left on the destination."""
     assert lab_guests.where(guest) == {"h1": "running"}
@@ -42,23 +70,27 @@ def _assert_rolled_back(lab_guests: LabGuests, guest: Guest, destination: str) -
     assert not [v for v in source_pool.listVolumes() if v.startswith("vmportal-run")]
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_a_failure_injected_during_the_copy_rolls_back(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
     fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2", formats={"vda": "qcow2"})
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    options.setdefault("formats", {"vda": "qcow2"})
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
 
-    def fail(copy: transfer.DiskCopy, index: int) -> None:
-        if index == 1:
-            raise OSError("injected: the storage network went away")
+    def fail() -> None:
+        raise OSError("injected: the storage network went away")
 
-    fault_hook(fail)
+    _at_second_step(path, fail, fault_hook, mirror_hook)
     run = start_item(people["alice"], item)
     cold.execute(run.pk)
     run.refresh_from_db()
@@ -67,29 +99,33 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     assert "injected" in run.error
     assert "running again on h1" in run.outcome and "Removed from h2" in run.outcome, run.outcome
     assert run.pending_cleanup == {}
-    assert run.samples.filter(bytes_processed__gt=0).exists()  # it really was copying
+    if path == "stream":
+        assert run.samples.filter(bytes_processed__gt=0).exists()  # it really was copying
+    else:
+        assert "mirror_started" in run.scratch["cold"]  # it was mirroring, not falling back
     _assert_rolled_back(lab_guests, guest, "h2")
     assert lab_guests.conn("h1").lookupByUUIDString(guest.uuid).isPersistent()
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
     fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2")
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
     run = start_item(people["alice"], item)
     seen: dict[str, Any] = {}
 
-    def cancel_from_elsewhere(copy: transfer.DiskCopy, index: int) -> None:
-        if index != 1:
-            return
-
+    def cancel_from_elsewhere() -> None:
         def target() -> None:
             from django.db import connection
 
@@ -104,10 +140,10 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
         worker.start()
         worker.join()
 
-    fault_hook(cancel_from_elsewhere)
+    _at_second_step(path, cancel_from_elsewhere, fault_hook, mirror_hook)
     cold.execute(run.pk)
     run.refresh_from_db()
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     assert seen["status"] == RunStatus.TRANSFERRING
     assert run.status == RunStatus.CANCELLED, (run.error, run.outcome)
     assert run.outcome.startswith("Cancelled. Rolled back: the VM is running again on h1"), run.outcome
@@ -123,6 +159,8 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     monkeypatch: Any,
     settings: Any,
 ) -> None:
+    """The stream path (the fallback) resumes after a fault; the block mirror rolls back instead."""
+    settings.COLD_COPY = "stream"
     settings.COLD_CHUNK_BYTES = 4 * MiB
     guest = _guest(lab_guests, capacity_mib=320, write_mib=256)
     item = cold_item(people, lab_hosts, guest, "h3")
@@ -152,7 +190,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
             thread.join(timeout=60)
         labctl("start-host", "h3", check=False)
     run.refresh_from_db()
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     assert restarted.is_set()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
     report = run.scratch["transfers"][0]
@@ -173,32 +211,36 @@ class WorkerDied(BaseException):
     """Stands in for the worker process dying: nothing in the engine catches it."""
 
 
+@pytest.mark.parametrize("path", ["stream", "mirror"])
 def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
     fault_hook: FaultHook,
+    mirror_hook: MirrorHook,
     monkeypatch: Any,
     settings: Any,
+    path: str,
 ) -> None:
     from django.utils import timezone
 
     from migrations_app.services import reconcile
 
     settings.COLD_CHUNK_BYTES = 4 * MiB
-    guest = _guest(lab_guests)
-    item = cold_item(people, lab_hosts, guest, "h2")
+    options = _copy_path(settings, path)
+    guest = _guest(lab_guests, write_mib=48)
+    item = cold_item(people, lab_hosts, guest, "h2", **options)
 
-    def die(copy: transfer.DiskCopy, index: int) -> None:
-        if index == 1:
-            raise WorkerDied()
+    def die() -> None:
+        raise WorkerDied()
 
-    fault_hook(die)
+    _at_second_step(path, die, fault_hook, mirror_hook)
     run = start_item(people["alice"], item)
     with pytest.raises(WorkerDied):
         cold.execute(run.pk)
     fault_hook(None)
-    forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
+    mirror_hook(None)
+    forget_later(lab_guests, guest, f"{guest.name}-vda.raw", f"{guest.name}-vda.qcow2")
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING
     assert lab_guests.where(guest) == {"h1": "5"}  # shut off on the source, half copied

@@ -88,7 +88,11 @@ def test_live_move_with_local_disks_copies_them_into_the_mapped_pool(
         assert disk.source.startswith("/srv/vmportal-lab/local/")
         vol = pool.storageVolLookupByName(disk.source.rsplit("/", 1)[1])
         _type, capacity, allocation = vol.info()
-        assert allocation < capacity  # created sparse and still sparse after the copy
+        if disk.format == "qcow2":
+            assert allocation < capacity  # created sparse and still sparse after the copy
+        # A raw destination is created sparse too, but how much of it the copy allocates is QEMU's doing:
+        # measured here, QEMU 7.2 left it sparse, QEMU 10 (the lab's, with libvirt 9.0) writes it in full,
+        # zeros included (libvirt offers zero detection for storage migration only from 10.9 on).
     vdb = lab_guests.conn("h3").storageVolLookupByPath(next(d.source for d in info.disks if d.target == "vdb"))
     assert vdb.info()[2] >= 8 * 1024 * 1024  # the written data arrived
     lab_guests.volumes += [("local", d.source.rsplit("/", 1)[1]) for d in info.disks]
