@@ -116,6 +116,8 @@ class JobStats:
     disk_remaining: int = 0
     disk_bps: int = 0
     postcopy_requests: int = 0
+    #: what the job is: "migration" (outgoing), "backup", "other" or "" when libvirt does not say
+    operation: str = ""
     downtime_ms: int | None = None
     setup_ms: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
@@ -433,6 +435,12 @@ def _disk_paths(xml: str) -> list[str]:
 # ---- stats -------------------------------------------------------------------------------------------
 
 
+_OPERATIONS = {
+    libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT: "migration",
+    libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP: "backup",
+}
+
+
 def _stats(raw: dict[str, Any]) -> JobStats:
     def i(key: str) -> int:
         return int(raw.get(key, 0) or 0)
@@ -459,6 +467,7 @@ def _stats(raw: dict[str, Any]) -> JobStats:
         disk_remaining=i("disk_remaining"),
         disk_bps=i("disk_bps"),
         postcopy_requests=i("memory_postcopy_requests"),
+        operation=_OPERATIONS.get(i("operation"), "other") if "operation" in raw else "",
         downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
         setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
         raw={k: v for k, v in raw.items() if isinstance(v, int | float | str)},
@@ -472,6 +481,16 @@ class LiveMigration:
     """One peer-to-peer live move. `prepare()` then `run()` (blocking) while another thread polls
     `stats()` and may call `set_max_downtime()`, `start_postcopy()` or `abort()`; `close()` at the end.
     """
+
+    @classmethod
+    def attach(cls, source_uri: str, destination_uri: str, uuid: str, timeout: float = 15.0) -> LiveMigration:
+        """A handle on a job that is already running on the source (started by a worker that is gone):
+        the same `stats()`, `set_max_downtime()`, `start_postcopy()`, `abort()` and `completed()`."""
+        return cls(
+            MigrationRequest(
+                uuid=uuid, source_uri=source_uri, destination_uri=destination_uri, peer_uri="", timeout=timeout
+            )
+        )
 
     def __init__(self, request: MigrationRequest) -> None:
         self.request = request
@@ -701,6 +720,11 @@ class LiveMigration:
         except libvirt.libvirtError as exc:
             log.info("abortJob failed: %s", exc)
             return False
+
+    def job_running(self) -> bool:
+        """Is a job still running on the source domain? False once it ended or the domain left."""
+        stats = self.stats()
+        return stats is not None and stats.active
 
     def completed(self, wait_s: float = 3.0) -> JobStats | None:
         """Completed stats: the source's JOB_COMPLETED event if it came, else the destination's record."""
