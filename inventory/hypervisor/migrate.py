@@ -22,7 +22,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import libvirt
 
 from .connection import _open, call, connect, lookup_domain, translate
-from .domxml import METADATA_NS, parse_xml
+from .domxml import METADATA_NS, parse_network, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .storage import _volume_xml
 
@@ -369,6 +369,40 @@ def abort_job(uri: str, uuid: str, timeout: float = 15.0) -> bool:
             if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
                 return False
             raise translate(exc, "aborting the move") from None
+        return True
+
+
+def network_problems(uri: str, names: list[str], timeout: float = 15.0) -> list[str]:
+    """What keeps guests from joining these networks on this host right now, in words (empty: nothing):
+    a network that is missing or inactive, or the host bridge a bridged network names that is gone.
+    Raises `HostUnreachable` when the host cannot be reached."""
+    problems = []
+    with _conn(uri, timeout) as conn:
+        for name in sorted(set(names)):
+            try:
+                net = conn.networkLookupByName(name)
+                active = bool(net.isActive())
+                forward, bridge = parse_network(net.XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    problems.append(f"network {name} does not exist")
+                    continue
+                raise translate(exc, f"reading network {name}") from None
+            if not active:
+                problems.append(f"network {name} is not active")
+            elif forward == "bridge" and bridge and not _interface_present(conn, bridge):
+                problems.append(f"the bridge {bridge} of network {name} is missing on the host")
+    return problems
+
+
+def _interface_present(conn: libvirt.virConnect, name: str) -> bool:
+    """Is a host interface of this name present? True when the host cannot tell (no interface driver)."""
+    try:
+        conn.interfaceLookupByName(name)
+        return True
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+            return False
         return True
 
 
