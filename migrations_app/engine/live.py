@@ -168,13 +168,13 @@ class LiveMove:
     # ---- the move ----------------------------------------------------------------------------------
 
     def perform(self) -> None:
+        if self.cancel_requested():
+            runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
+            return
         try:
             request = self.request()
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
-            return
-        if self.cancel_requested():
-            runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
             return
         # a fresh backup first when the plan asks for one (push mode: the guest keeps running)
         if self.opts.get("fresh_backup"):

@@ -115,10 +115,9 @@ def reconcile() -> list[dict[str, Any]]:
     return results
 
 
-def watch(interval: float = 2.0, *, rounds: int | None = None) -> None:
-    """Adopt orphaned runs within seconds (the `watch_runs` command, beside the workers)."""
-    done = 0
-    while rounds is None or done < rounds:
+def watch(interval: float = 2.0) -> None:
+    """Adopt orphaned runs within seconds, for ever (the `watch_runs` command, beside the workers)."""
+    while True:
         try:
             results = adopt_orphans()
             if results:
@@ -126,7 +125,6 @@ def watch(interval: float = 2.0, *, rounds: int | None = None) -> None:
         except Exception:  # a database or Redis restart: try again next round
             log.warning("adopting orphaned runs failed", exc_info=True)
             connection.close()
-        done += 1
         time.sleep(interval)
 
 

@@ -71,3 +71,18 @@ def test_orphans_are_found_by_lease_by_a_dead_process_and_by_rq_failing_the_job(
     assert found == {expired.pk, pid_gone.pk, job_failed.pk}
     assert not found & {healthy.pk, lost_job.pk, adopt_waiting.pk}
     queue.empty()
+
+
+def test_cancel_during_pre_flight_ends_the_run_cancelled_before_anything_is_touched(
+    run_factory: Any, people: dict[str, Any]
+) -> None:
+    from migrations_app.engine.live import LiveMove
+    from migrations_app.services.runs import request_cancel
+
+    run = run_factory(status="preflight")
+    request_cancel(people["alice"], run)
+    run.refresh_from_db()
+    assert run.status == "cancelling" and run.cancel_requested
+    LiveMove(MigrationRun.objects.select_related("source", "destination", "vm").get(pk=run.pk)).perform()
+    run.refresh_from_db()
+    assert run.status == "cancelled" and "nothing changed" in run.outcome
