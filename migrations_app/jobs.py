@@ -69,10 +69,9 @@ def adopt_run(run_id: int) -> dict[str, object]:
     from rq import get_current_job
 
     from migrations_app.services import reconcile
-    from migrations_app.services.runs import worker_identity
 
     job = get_current_job()
-    return reconcile.adopt(run_id, job_id=job.id if job else "", worker=worker_identity())
+    return reconcile.adopt(run_id, job_id=job.id if job else "")
 
 
 def enqueue_adopt(run_id: int, *, job_id: str | None = None) -> str:

@@ -69,7 +69,7 @@ def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
     runs.retrying_db(lambda: MigrationRun.objects.filter(pk=run.pk).update(error_raw=trace[-8000:]), for_s=60)
     try:
         run.refresh_from_db()
-        reconcile.adopt(run.pk, job_id=run.job_id, worker=run.worker)
+        reconcile.adopt(run.pk, job_id=run.job_id)
     except Exception:
         log.exception("settling run %s after a crash failed", run.pk)
         events.run_changed(run, lease_until=timezone.now(), phase_detail=f"The worker hit an internal error: {exc}")

@@ -219,7 +219,7 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
     return {"run": run.pk, "decision": "not running"}
 
 
-def adopt(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+def adopt(run_id: int, *, job_id: str = "") -> dict[str, Any]:
     """Take over a run whose libvirt job outlived its worker: a live move's monitor resumes (progress,
     convergence policy, cancel, time limit); a backup nobody can record any more is aborted. Then the
     outcome is recorded from what the hosts say."""
@@ -232,7 +232,7 @@ def adopt(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
     if job_id:
         mine = mine.filter(job_id=job_id)
     taken = mine.update(
-        worker=(worker or runs.worker_identity())[:200],
+        worker=f"reconciler {runs.worker_identity()}"[:200],
         lease_until=timezone.now() + timedelta(seconds=runs.LEASE_SECONDS),
     )
     if not taken:
