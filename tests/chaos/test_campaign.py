@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from inventory.hypervisor import migrate as hv
 from inventory.models import Host, VirtualMachine
@@ -26,7 +27,7 @@ from migrations_app.models import MigrationRun
 from migrations_app.services import reconcile
 from migrations_app.services.runs import RunError, request_cancel, start_item
 from tests.base import labctl, services_to_myself
-from tests.engine.conftest import Workers, plan_item
+from tests.engine.conftest import Workers, plan_item, sync
 from tests.engine.linux import define_linux, http, wait_for
 from tests.engine.test_faults import _restart_postgresql, _restart_redis
 from tests.labguests import Guest, LabGuests
@@ -48,6 +49,7 @@ class Row:
     alive: bool
     ok: bool
     note: str = ""
+    reaction_s: float | None = None
 
 
 def _db(fn: Any) -> Any:
@@ -111,6 +113,7 @@ def _run(run_id: int) -> MigrationRun:
 
 def _move(n: int, rng: random.Random, ctx: dict[str, Any]) -> Row:
     guest, lab_guests, lab_hosts, workers = ctx["guest"], ctx["lab_guests"], ctx["lab_hosts"], ctx["workers"]
+    sync(lab_hosts)  # the inventory as the next plan would see it
     source = VirtualMachine.objects.get(uuid=guest.uuid).host.name
     destination = rng.choice([h for h in ("h1", "h2", "h3") if h != source])
     fault = FAULTS[n % len(FAULTS)] if MOVES >= len(FAULTS) else rng.choice(FAULTS)
@@ -135,6 +138,7 @@ def _move(n: int, rng: random.Random, ctx: dict[str, Any]) -> Row:
         current = _run(run_id)
         last = current.samples.order_by("-pk").values_list("phase", flat=True).first()
         phase = current.status + (f"/{last}" if last and current.status == RunStatus.TRANSFERRING else "")
+        injected = timezone.now()
         note = _inject(fault, run_id, workers, destination)
         _supervise(ctx)
         wait_for(lambda: _run(run_id).status in TERMINAL_RUN_STATES, timeout=600)
@@ -148,7 +152,18 @@ def _move(n: int, rng: random.Random, ctx: dict[str, Any]) -> Row:
     if ok:
         ok = not hv.locate(lab_hosts[running[0]].uri, guest.uuid).job_active
     place = ",".join(f"{h}:{state}" for h, state in where.items())
-    return Row(n, fault, phase, final.status, place, alive, ok, note or final.error[:80])
+    row = Row(n, fault, phase, final.status, place, alive, ok, note or final.error[:80])
+    # how soon the portal reacted: a killed worker's move adopted, a cancelled move ended
+    if fault.startswith("kill"):
+        resumed = final.samples.filter(at__gt=injected, note__contains="monitor resumed").values_list("at", flat=True)
+        reacted = resumed.first() or final.finished_at
+    elif fault == "cancel":
+        reacted = final.finished_at
+    else:
+        reacted = None
+    if reacted is not None and not note:
+        row.reaction_s = round((reacted - injected).total_seconds(), 1)
+    return row
 
 
 def test_fault_campaign(
@@ -177,11 +192,12 @@ def test_fault_campaign(
         if not rows[-1].ok:
             break
     print(f"\nfault campaign, seed {seed}: {len(rows)} moves")
-    print(f"{'#':>3}  {'fault':<20} {'phase':<24} {'final':<11} {'where':<14} {'alive':<5} ok  note")
+    print(f"{'#':>3}  {'fault':<20} {'phase':<24} {'final':<11} {'where':<14} {'alive':<5} ok   {'react s':>7}  note")
     for r in rows:
+        reaction = f"{r.reaction_s:>7.1f}" if r.reaction_s is not None else f"{'-':>7}"
         print(
             f"{r.move:>3}  {r.fault:<20} {r.phase:<24} {r.final:<11} {r.where:<14} {'yes' if r.alive else 'NO':<5} "
-            f"{'ok' if r.ok else 'BAD'} {r.note}"
+            f"{'ok ' if r.ok else 'BAD'}  {reaction}  {r.note}"
         )
     bad = [r for r in rows if not r.ok]
     assert not bad and len(rows) == MOVES, bad
