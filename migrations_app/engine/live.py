@@ -242,10 +242,10 @@ class LiveMove:
     def recheck(self, request: hv.MigrationRequest) -> str:
         """Right before the move: the destination networks the NICs will join still exist, are active and
         have their host bridge. Returns the problem in words, or ""."""
-        names = [
-            request.network_map.get(nic.mac.lower(), nic.source_network)
+        names = list(request.network_map.values()) + [
+            nic.source_network
             for nic in self.vm.nics.all()
-            if nic.type == "network" and (nic.source_network or nic.mac.lower() in request.network_map)
+            if nic.type == "network" and nic.source_network and nic.mac.lower() not in request.network_map
         ]
         if not names:
             return ""
