@@ -116,8 +116,6 @@ class JobStats:
     disk_remaining: int = 0
     disk_bps: int = 0
     postcopy_requests: int = 0
-    #: what the job is: "migration" (outgoing), "backup", "other" or "" when libvirt does not say
-    operation: str = ""
     downtime_ms: int | None = None
     setup_ms: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
@@ -469,12 +467,6 @@ def _disk_paths(xml: str) -> list[str]:
 # ---- stats -------------------------------------------------------------------------------------------
 
 
-_OPERATIONS = {
-    libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT: "migration",
-    libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP: "backup",
-}
-
-
 def _stats(raw: dict[str, Any]) -> JobStats:
     def i(key: str) -> int:
         return int(raw.get(key, 0) or 0)
@@ -501,7 +493,6 @@ def _stats(raw: dict[str, Any]) -> JobStats:
         disk_remaining=i("disk_remaining"),
         disk_bps=i("disk_bps"),
         postcopy_requests=i("memory_postcopy_requests"),
-        operation=_OPERATIONS.get(i("operation"), "other") if "operation" in raw else "",
         downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
         setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
         raw={k: v for k, v in raw.items() if isinstance(v, int | float | str)},

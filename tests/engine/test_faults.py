@@ -113,11 +113,14 @@ def test_a_destination_bridge_removed_after_the_audit_is_caught_by_the_pre_fligh
         item.save()
         assert hv.network_problems(lab_hosts["h2"].uri, ["t-gone"]) == []  # as the audit saw it
         labctl("exec", "h2", "--", "ip", "link", "del", "br-t-gone")
+        assert hv.network_problems(lab_hosts["h2"].uri, ["t-gone"]) == [
+            "the bridge br-t-gone of network t-gone is missing on the host"
+        ]
         run = start_item(people["alice"], item)
         live.execute(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.FAILED, (run.error, run.outcome)
-        assert "Pre-flight re-check" in run.error and "br-t-gone" in run.error, run.error
+        assert "Pre-flight re-check" in run.error and "br-t-gone" in run.error, (run.error, run.error_raw)
         assert "stays on h1" in run.outcome
         assert lab_guests.where(guest) == {"h1": "running"}
     finally:
