@@ -138,6 +138,8 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
         return rollback.resolve(run)
     uuid = str(run.vm.uuid)
     src = hv.locate(run.source.uri, uuid, _timeout())
+    if not src.job_active:
+        _backup_abandoned(run)  # a backup its dead worker was taking can never be completed now
     if src.job_active and not wait:
         from migrations_app import jobs
 
@@ -254,8 +256,6 @@ def adopt(run_id: int, *, job_id: str = "") -> dict[str, Any]:
 def _abort_backup(run: MigrationRun) -> None:
     """The backup job of a run whose worker died: nobody can record it, so it is aborted (the guest keeps
     running on the source) and the backup marked failed."""
-    from migrations_app.models.backups import Backup, BackupState
-
     uuid = str(run.vm.uuid)
     started = time.monotonic()
     while hv.locate(run.source.uri, uuid, _timeout()).job_active and time.monotonic() - started < 120:
@@ -265,6 +265,12 @@ def _abort_backup(run: MigrationRun) -> None:
             log.warning("aborting the backup job of run %s failed", run.pk, exc_info=True)
         events.heartbeat(run.pk, lease_seconds=runs.LEASE_SECONDS)
         time.sleep(ADOPT_POLL_S)
+    _backup_abandoned(run)
+
+
+def _backup_abandoned(run: MigrationRun) -> None:
+    from migrations_app.models.backups import Backup, BackupState
+
     Backup.objects.filter(run=run, state=BackupState.TAKING).update(
         state=BackupState.FAILED, error="The worker stopped while taking the backup.", finished_at=timezone.now()
     )

@@ -86,3 +86,19 @@ def test_cancel_during_pre_flight_ends_the_run_cancelled_before_anything_is_touc
     LiveMove(MigrationRun.objects.select_related("source", "destination", "vm").get(pk=run.pk)).perform()
     run.refresh_from_db()
     assert run.status == "cancelled" and "nothing changed" in run.outcome
+
+
+def test_a_run_whose_worker_died_in_the_backup_phase_ends_failed_with_its_backup_marked_failed(
+    run_factory: Any,
+) -> None:
+    from migrations_app.models import Backup
+
+    run = run_factory(status="backup", lease_until=timezone.now() - timedelta(seconds=1), worker="elsewhere:1")
+    backup = Backup.objects.create(
+        vm=run.vm, vm_name=run.vm.name, vm_uuid=run.vm.uuid, host=run.source, run=run, method="push"
+    )
+    assert {"run": run.pk, "decision": "failed"} in reconcile.adopt_orphans()
+    run.refresh_from_db()
+    backup.refresh_from_db()
+    assert run.status == "failed" and "keeps running on orph-src" in run.outcome
+    assert backup.state == "failed" and "worker stopped" in backup.error
