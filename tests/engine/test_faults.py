@@ -195,3 +195,26 @@ def test_a_service_restarted_mid_move_does_not_stop_the_move(
         assert run.finished_at is not None and run.finished_at > restarted
     assert lab_guests.where(guest) == {"h2": "running"}  # running, never left paused
     assert wait_for(lambda: http(ip, "/cgi-bin/bootid"), timeout=30) == boot_id
+
+
+def test_a_worker_killed_during_the_copy_of_a_cold_move_is_rolled_back_at_once(
+    lab_guests: LabGuests, lab_hosts: dict[str, Host], people: dict[str, Any], workers: Workers
+) -> None:
+    from tests.cold.test_cold_faults import _assert_rolled_back
+
+    guest = _disk_guest(lab_guests)
+    item = cold_item(people, lab_hosts, guest, "h2")
+    workers.start(VMPORTAL_RUN_LEASE_SECONDS="600")
+    workers.start_watcher(VMPORTAL_RUN_LEASE_SECONDS="600")
+    run = start_item(people["alice"], item)
+
+    def copying() -> bool:
+        current = MigrationRun.objects.get(pk=run.pk)
+        return current.status == RunStatus.TRANSFERRING and current.bytes_processed > 0
+
+    wait_for(copying, timeout=120, interval=0.05)
+    workers.kill(workers.owner(MigrationRun.objects.get(pk=run.pk).worker))
+    run = _ended(run.pk, timeout=180)
+    assert run.status == RunStatus.ROLLED_BACK, (run.status, run.error, run.outcome)
+    assert run.worker.startswith("reconciler")  # adopted on the dead process's evidence, not a lease
+    _assert_rolled_back(lab_guests, guest, "h2")
