@@ -106,7 +106,13 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         put_back()  # untimed
         vm = VirtualMachine.objects.get(uuid=guest.uuid)
         plan = MigrationPlan.objects.create(
-            name="bench cold", requester=owner, team=team, mode="cold", fresh_backup=False, shutdown_timeout_s=5
+            name="bench cold",
+            requester=owner,
+            team=team,
+            mode="cold",
+            status="approved",
+            fresh_backup=False,
+            shutdown_timeout_s=5,
         )
         item = PlanItem.objects.create(
             plan=plan,
@@ -125,7 +131,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         if run.status != "succeeded":
             raise RuntimeError(f"cold move failed: {run.error} {run.outcome}")
         runs.append(run)
-        return float(run.options["cold"]["copy_phase_s"])
+        return float(run.scratch["cold"]["copy_phase_s"])
 
     def baseline() -> float:
         _labctl("exec", "h1", "--", "rm", "-f", BASELINE_FILE)
@@ -142,7 +148,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         for run in runs:
             RetainedDisk.objects.filter(run=run).delete()
     measured = runs[1:]
-    transfers = [r.options["transfers"][0] for r in measured]
+    transfers = [r.scratch["transfers"][0] for r in measured]
     inputs = {
         "disk": f"{DISK_MIB} MiB raw, {WRITTEN_MIB} MiB written",
         "target_format": "qcow2",
@@ -157,7 +163,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
     result["target"] = f"median ratio <= {TARGET_RATIO}"
     result["pass"] = ratio <= TARGET_RATIO
     result["breakdown_median_s"] = {
-        "convert_on_source": round(statistics.median(r.options["cold"]["convert_s"] for r in measured), 3),
+        "convert_on_source": round(statistics.median(r.scratch["cold"]["convert_s"] for r in measured), 3),
         "copy_and_verify": round(statistics.median(t["seconds"] for t in transfers), 3),
         "of_which_verify": round(statistics.median(t["verify_seconds"] for t in transfers), 3),
         "whole_run": round(

@@ -13,4 +13,5 @@ urlpatterns = [
     path("vms/", views.vm_list, name="vm_list"),
     path("vms/<uuid:uuid>/", views.vm_detail, name="vm_detail"),
     path("vms/<uuid:uuid>/team/", views.vm_assign_team, name="vm_assign_team"),
+    path("vms/<uuid:uuid>/group/", views.vm_set_group, name="vm_set_group"),
 ]

@@ -17,7 +17,7 @@ from inventory import jobs
 from inventory.forms import AssignTeamForm, HostRegistrationForm, VMFilterForm
 from inventory.models import Host, Team, VirtualMachine
 from inventory.permissions import is_admin, sees_everything
-from inventory.services import capacity
+from inventory.services import capacity, groups
 from inventory.services import hosts as host_services
 from vmportal import access
 from vmportal.access import Action
@@ -186,11 +186,29 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
             "disks": vm.disks.select_related("pool"),
             "nics": vm.nics.select_related("network"),
             "team_form": form,
+            "may_set_group": access.allowed(request.user, Action.PLAN_CREATE, vm),
             "backups": backups_of(vm)[:20],
             "retained_disks": retained_disks_of(vm),
             "moving": active_run_of(vm),
         },
     )
+
+
+@login_required
+@require_POST
+def vm_set_group(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
+    """The owner sets the VM's application group (VMs of one group move in one wave)."""
+    vm = access.get_visible_or_404(request.user, VirtualMachine.objects.all(), uuid=uuid)
+    access.check_view(request.user, Action.PLAN_CREATE, vm)
+    try:
+        groups.set_application_group(request.user, vm, request.POST.get("group", ""))
+    except groups.GroupError as exc:
+        messages.error(request, str(exc))
+        return redirect(vm)
+    messages.success(
+        request, f"{vm.name} is in application group “{vm.app}”." if vm.app else f"{vm.name} is in no group."
+    )
+    return redirect(vm)
 
 
 @login_required

@@ -161,3 +161,34 @@ ACTIVE_RUN_STATES = frozenset(
         RunStatus.CANCELLING,
     }
 )
+
+
+class ValidationOutcome(models.TextChoices):
+    """What one post-migration validation check found (`fail` fails the run)."""
+
+    PASS = "pass", "Pass"
+    INFO = "info", "Info"
+    WARN = "warn", "Warning"
+    FAIL = "fail", "Fail"
+
+
+#: worst first
+VALIDATION_RANK = {
+    ValidationOutcome.FAIL: 3,
+    ValidationOutcome.WARN: 2,
+    ValidationOutcome.INFO: 1,
+    ValidationOutcome.PASS: 0,
+}
+
+
+class ValidationStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for the move"
+    RUNNING = "running", "Validating"
+    PASSED = "passed", "Passed"
+    WARNED = "warned", "Passed with warnings"
+    FAILED = "failed", "Failed"
+
+
+class ProbeKind(models.TextChoices):
+    TCP = "tcp", "TCP port open"
+    HTTP = "http", "HTTP status"

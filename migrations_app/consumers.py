@@ -15,10 +15,12 @@ Messages to the browser (JSON objects; every delta carries `sent_at`, epoch seco
   "bytes_total", "throughput_bps", "dirty_rate_bps", "iteration", "eta_s", "downtime_limit_ms", "note"}`
 - `{"type": "run.state", "run": id, "status", "phase_detail", "percent", "downtime_ms", "error", "outcome"}`
 - `{"type": "run.queue", "run": id, "position"}`
-- `{"type": "run.validation", "run": id, "result": {"check_id", "severity", "message", "evidence"},
+- `{"type": "run.validation", "run": id, "result": {"check_id", "severity" (= "outcome": pass, info, warn,
+  fail), "message", "evidence": {"expected", "found"}, "remediation", "at", "duration_ms"},
   "report": {"status": "running"|"passed"|"warned"|"failed", "passed", "warned", "failed"}}` — post-
   migration validation results one by one as they are stored (run and plan pages; the snapshot's
-  `validation` holds the same shape with all `results` so far).
+  `validation` holds the same shape with all `results` so far). The last message of a validation has an
+  empty `result` and the final `report` (with `duration_ms`).
 - `{"type": "plan.state", "plan": id, "status", "status_label"}` and
   `{"type": "plan.approval", "plan": id, "approval": {"approver", "decision", "comment", "at"}}`
 - `{"type": "hosts", "hosts": [...]}` (fleet) — fresh capacity rows when a run ends and every

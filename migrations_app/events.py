@@ -183,6 +183,17 @@ def run_changed(run: MigrationRun, **fields: Any) -> None:
         publish(run.pk, "state", state_payload(run))
 
 
+def transition(run: MigrationRun, expected: str, **fields: Any) -> bool:
+    """Save the fields only if the run is still in status `expected` (e.g. queued → preflight, which exactly
+    one worker may do); then re-read the run and publish its new state. Returns whether it changed."""
+    with transaction.atomic():
+        changed = MigrationRun.objects.filter(pk=run.pk, status=expected).update(**fields)
+        if changed:
+            run.refresh_from_db()
+            publish(run.pk, "state", state_payload(run))
+    return bool(changed)
+
+
 def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
     """Move a run to `status` unless a cancel was requested meanwhile; publish the new state.
 

@@ -48,8 +48,8 @@ def run_migration(run_id: int) -> dict[str, object]:
     job = get_current_job()
     # dispatch by mode: cold runs are the portal's own copy (migrations_app.engine.cold)
     if MigrationRun.objects.filter(pk=run_id, mode=Mode.COLD).exists():
-        return cold.execute(run_id, job_id=job.id if job else "", worker=worker_identity())
-    return live.execute(run_id, job_id=job.id if job else "", worker=worker_identity())
+        return cold.execute(run_id, job_id=job.id if job else "inline", worker=worker_identity())
+    return live.execute(run_id, job_id=job.id if job else "inline", worker=worker_identity())
 
 
 def enqueue_migration(run_id: int) -> str:

@@ -28,10 +28,13 @@ admin-set, nominal, assumed), so the plan page can show the inputs beside the nu
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from migrations_app import rules
 from migrations_app.choices import Mode, RunStatus, Verdict
 
 if TYPE_CHECKING:
@@ -379,7 +382,7 @@ class PlanTotals:
     explanation: str
 
 
-def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction]) -> PlanTotals:
+def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction], now: datetime | None = None) -> PlanTotals:
     """The plan's predicted total and whether it fits its change window.
 
     Per item the prediction of its resolved mode counts (`item.mode`), else the recommended one.
@@ -411,11 +414,15 @@ def plan_totals(plan: MigrationPlan, predictions: Iterable[Prediction]) -> PlanT
             incoming[dst.pk] = dst.max_incoming
         jobs.append(Job(chosen.duration_s, src.pk, dst.pk if dst else None, item.wave))
     total = schedule(jobs, outgoing, incoming) if jobs else None
-    window_s = None
-    fits = None
-    if plan.window_start and plan.window_end:
-        window_s = (plan.window_end - plan.window_start).total_seconds()
-        fits = total is not None and unknown == 0 and total <= window_s
+    from django.utils import timezone
+
+    at = now or timezone.now()
+    window_s = rules.window_left_s(plan.window_start, plan.window_end, at)
+    fits = rules.fits_window(total, plan.window_start, plan.window_end, at)
+    if fits is None and window_s is not None:
+        fits = False  # a window, but no predicted total to put in it
+    elif fits and unknown:
+        fits = False  # items without a prediction may not fit
     text = f"About {total:.0f} s in total" if total is not None else "No predicted total"
     if unknown:
         text += f"; {unknown} item(s) without a predicted duration are not counted"
@@ -446,43 +453,86 @@ class PredictionFacts:
     memory_in_use_reason: str = ""
 
 
-def measure_facts(items: Iterable[PlanItem], seconds: int = 1) -> dict[int, PredictionFacts]:
-    """Measure the source-side figures of many items at once: item pk → facts for `predict_item`.
+#: The longest the source-side measurements of one audit may take, whatever the number of hosts and VMs.
+MEASURE_BUDGET_S = 8.0
 
-    Dirty rates are taken for all running VMs of one source host together (about `seconds` per host,
-    not per VM); memory in use is one cheap call per VM.
-    """
-    from inventory.choices import PowerState
+
+def _measure_host(uri: str, uuids: list[str], seconds: int, timeout: float) -> dict[str, PredictionFacts]:
+    """Dirty rates (all guests of the host in one period) and memory in use of running guests of one host."""
     from inventory.hypervisor import measure
 
-    by_host: dict[int, list[PlanItem]] = {}
+    rates = measure.dirty_rates(uri, uuids, seconds, timeout=timeout)
+    uses = measure.memories_in_use(uri, uuids)
+    out = {}
+    for uuid in uuids:
+        rate, use = rates.get(uuid), uses[uuid]
+        out[uuid] = PredictionFacts(
+            dirty_rate_bps=rate.bytes_per_s if rate else None,
+            memory_in_use_bytes=use.bytes_in_use,
+            source_measured=True,
+            dirty_rate_reason=rate.reason if rate else "not measured",
+            memory_in_use_reason=use.reason,
+        )
+    return out
+
+
+def start_measuring(
+    items: Iterable[PlanItem], seconds: int = 1, *, budget_s: float = MEASURE_BUDGET_S
+) -> Callable[[], dict[int, PredictionFacts]]:
+    """Start measuring the source-side figures of many items in the background; the function returned
+    waits for them (never past `budget_s` from now) and gives item pk → facts for `predict_item`.
+
+    Each running guest is measured once. All running VMs of one source host share one dirty-rate
+    period, and the hosts are measured at the same time (one thread and connection per host), so the
+    whole takes about `seconds` plus the slowest host's round trips, never more than `budget_s`: a host
+    that has not answered by then leaves its VMs "not measured", with that reason. The caller may do
+    other work (the checks) meanwhile; nothing here touches the database.
+    """
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from inventory.choices import PowerState
+
+    started = time.monotonic()
+    by_host: dict[str, list[PlanItem]] = {}
     facts: dict[int, PredictionFacts] = {}
     for item in items:
         facts[item.pk] = PredictionFacts()
         if item.vm.state == PowerState.RUNNING:
-            by_host.setdefault(item.source_id, []).append(item)
-    for host_items in by_host.values():
-        uri = host_items[0].source.uri
-        rates = measure.dirty_rates(uri, [str(i.vm.uuid) for i in host_items], seconds)
-        for item in host_items:
-            rate = rates.get(str(item.vm.uuid))
-            use = measure.memory_in_use(uri, str(item.vm.uuid))
-            facts[item.pk] = PredictionFacts(
-                dirty_rate_bps=rate.bytes_per_s if rate else None,
-                memory_in_use_bytes=use.bytes_in_use,
-                source_measured=True,
-                dirty_rate_reason=rate.reason if rate else "not measured",
-                memory_in_use_reason=use.reason,
-            )
-    return facts
+            by_host.setdefault(item.source.uri, []).append(item)
+    if not by_host:
+        return lambda: facts
+    timeout = max(budget_s - seconds, 1.0)
+    pool = ThreadPoolExecutor(max_workers=min(len(by_host), 16), thread_name_prefix="measure")
+    futures = {
+        uri: pool.submit(_measure_host, uri, sorted({str(i.vm.uuid) for i in host_items}), seconds, timeout)
+        for uri, host_items in by_host.items()
+    }
+
+    def collect() -> dict[int, PredictionFacts]:
+        wait(futures.values(), timeout=max(budget_s - (time.monotonic() - started), 0.0))
+        pool.shutdown(wait=False, cancel_futures=True)  # a host still busy does not hold the audit up
+        for uri, future in futures.items():
+            measured: dict[str, PredictionFacts] = {}
+            reason = f"the host did not answer within {budget_s:.0f} s"
+            if future.done() and not future.cancelled():
+                try:
+                    measured = future.result()
+                except Exception as exc:  # a measurement is advice; its failure only leaves the figure unknown
+                    reason = f"measuring failed: {exc}"
+            for item in by_host[uri]:
+                facts[item.pk] = measured.get(str(item.vm.uuid)) or PredictionFacts(
+                    source_measured=True, dirty_rate_reason=reason, memory_in_use_reason=reason
+                )
+        return facts
+
+    return collect
 
 
-def _fact(facts: object, name: str) -> Any:
-    if facts is None:
-        return None
-    if isinstance(facts, Mapping):
-        return facts.get(name)
-    return getattr(facts, name, None)
+def measure_facts(
+    items: Iterable[PlanItem], seconds: int = 1, *, budget_s: float = MEASURE_BUDGET_S
+) -> dict[int, PredictionFacts]:
+    """Measure the source-side figures of many items at once (`start_measuring`, waited for)."""
+    return start_measuring(items, seconds, budget_s=budget_s)()
 
 
 def _cache(plan: MigrationPlan) -> dict[Any, Any]:
@@ -591,21 +641,35 @@ def _write_rate(plan: MigrationPlan, destination: Host, pool: str) -> tuple[floa
     return cache[key]  # type: ignore[no-any-return]
 
 
-def disks_to_copy(item: PlanItem) -> list[dict[str, Any]]:
-    """Every disk of the VM with its pools and whether a move copies it.
+def _shared_pools(plan: MigrationPlan, host: Host) -> set[str]:
+    """Names of the host's pools that are shared (one query per destination and audit, not per VM)."""
+    from inventory.models import StoragePool
 
-    A disk stays put only when its pool is shared and the storage map keeps it in that pool; its
-    bytes to copy are its allocation (sparse images copy only what was written), else its capacity.
+    key = ("shared pools", host.pk)
+    cache = _cache(plan)
+    if key not in cache:
+        cache[key] = {p.name for p in StoragePool.objects.filter(host=host, present=True) if p.shared}
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def disks_to_copy(item: PlanItem, plan: MigrationPlan | None = None) -> list[dict[str, Any]]:
+    """Every disk of the VM with its pools and whether a move copies it (`rules.disk_copied`).
+
+    A disk stays put only when its pool is shared, the storage map keeps it in that pool and that pool
+    is shared on the destination too; its bytes to copy are its allocation (sparse images copy only
+    what was written), else its capacity.
     """
     storage_map = item.storage_map or {}
+    destination = item.destination or item.source
+    shared_there = _shared_pools(plan or item.plan, destination)
     rows = []
     for disk in item.vm.disks.all():
-        if disk.device != "disk":
+        if disk.device not in ("disk", "lun") or not disk.source:
             continue
         pool = disk.pool
         mapped = (storage_map.get(disk.target) or {}).get("pool") or (pool.name if pool else "")
         shared = bool(pool and pool.shared)
-        copied = not (shared and pool is not None and mapped == pool.name)
+        copied = rules.disk_copied(pool.name if pool else "", shared, mapped, mapped in shared_there)
         size = disk.allocation if disk.allocation is not None else (disk.capacity or 0)
         rows.append(
             {
@@ -622,14 +686,14 @@ def disks_to_copy(item: PlanItem) -> list[dict[str, Any]]:
     return rows
 
 
-def predict_item(item: PlanItem, plan: MigrationPlan, facts: object = None) -> list[Prediction]:
+def predict_item(item: PlanItem, plan: MigrationPlan, facts: PredictionFacts | None = None) -> list[Prediction]:
     """Live and cold predictions for one item, unsaved, exactly one of them recommended.
 
-    `facts` may be None, a `PredictionFacts`, a mapping or any object with some of its attribute
-    names (dirty_rate_bps, memory_in_use_bytes, link_bps, destination_write_bps, setup_s,
-    source_measured…); figures it lacks are measured on the hosts or looked up here. `measure_facts`
-    measures the source side of many items at once (one dirty-rate period per host, not per VM). Callers should prefetch
-    `vm__disks__pool`, `source` and `destination`. The caller sets `audit` and saves.
+    `facts` holds the figures the caller already has; those it lacks (None, and for the source side
+    only when `source_measured` is false) are measured on the hosts or looked up here. The audit
+    passes what `measure_facts` measured for all its items at once, so no guest is measured twice.
+    Callers should prefetch `vm__disks__pool`, `source` and `destination`. The caller sets `audit`
+    and saves.
     """
     from inventory.choices import PowerState
     from inventory.hypervisor import measure
@@ -639,14 +703,15 @@ def predict_item(item: PlanItem, plan: MigrationPlan, facts: object = None) -> l
     destination = item.destination or source
     running = vm.state == PowerState.RUNNING
     inputs: dict[str, Any] = {"memory_bytes": vm.memory, "vm_state": vm.state}
+    facts = facts or PredictionFacts()
 
     # memory and its dirty rate (source)
-    measured = bool(_fact(facts, "source_measured"))
-    in_use = _fact(facts, "memory_in_use_bytes")
+    measured = facts.source_measured
+    in_use = facts.memory_in_use_bytes
     if in_use is not None:
         inputs["memory_in_use_source"] = "measured: QEMU resident memory (upper bound)" if measured else "given"
     elif running and measured:
-        inputs["memory_in_use_source"] = f"not measured: {_fact(facts, 'memory_in_use_reason')}"
+        inputs["memory_in_use_source"] = f"not measured: {facts.memory_in_use_reason}"
     elif running:
         use = measure.memory_in_use(source.uri, str(vm.uuid))
         in_use = use.bytes_in_use
@@ -659,11 +724,11 @@ def predict_item(item: PlanItem, plan: MigrationPlan, facts: object = None) -> l
         in_use = vm.memory
         inputs.setdefault("memory_in_use_source", "assumed: all of the guest's memory")
     inputs["memory_in_use_bytes"] = int(in_use)
-    dirty = _fact(facts, "dirty_rate_bps")
+    dirty = facts.dirty_rate_bps
     if dirty is not None:
         inputs["dirty_rate_source"] = "measured: libvirt dirty-rate calculation" if measured else "given"
     elif running and measured:
-        inputs["dirty_rate_source"] = f"not measured: {_fact(facts, 'dirty_rate_reason')}"
+        inputs["dirty_rate_source"] = f"not measured: {facts.dirty_rate_reason}"
     elif running:
         rate = measure.dirty_rate(source.uri, str(vm.uuid))
         dirty = rate.bytes_per_s
@@ -677,8 +742,8 @@ def predict_item(item: PlanItem, plan: MigrationPlan, facts: object = None) -> l
     inputs["dirty_rate_bps"] = dirty
 
     # link and setup (host pair)
-    link = _fact(facts, "link_bps")
-    given_setup = _fact(facts, "setup_s")
+    link = facts.link_bps
+    given_setup = facts.setup_s
     setup, setup_src = None, ""
     if link is not None:
         link_src = "given"
@@ -705,9 +770,9 @@ def predict_item(item: PlanItem, plan: MigrationPlan, facts: object = None) -> l
     )
 
     # disks and the destination's write throughput
-    disks = disks_to_copy(item)
+    disks = disks_to_copy(item, plan)
     copy_bytes = sum(d["bytes_to_copy"] for d in disks)
-    write = _fact(facts, "destination_write_bps")
+    write = facts.destination_write_bps
     write_src = "given" if write is not None else ""
     if write is None and copy_bytes:
         pool = next(d["destination_pool"] for d in disks if d["copied"])

@@ -10,18 +10,18 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
-from inventory.models import Host, Team
+from inventory.models import Host, Team, VirtualMachine
 from inventory.permissions import sees_everything
-from migrations_app.choices import Mode
-from migrations_app.models import MigrationRun
-from migrations_app.services import live, reports, scheduling
+from migrations_app.choices import Mode, ProbeKind
+from migrations_app.models import MigrationRun, Probe
+from migrations_app.services import auditlog, live, reports, scheduling, validation
 from migrations_app.services.plans import PlanError
 from vmportal import access
 
@@ -30,7 +30,11 @@ PAGE_SIZE = 50
 
 def _run_for(request: HttpRequest, pk: int) -> MigrationRun:
     try:
-        return access.visible_runs(request.user).select_related("vm", "source", "destination", "item__plan").get(pk=pk)
+        return (
+            access.visible_runs(request.user)
+            .select_related("vm", "source", "destination", "item__plan", "validation")
+            .get(pk=pk)
+        )
     except MigrationRun.DoesNotExist:
         raise Http404("No such run, or it is not one of your teams' runs.") from None
 
@@ -52,6 +56,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "timeline": snapshot["timeline"],
             "sample_count": len(snapshot["samples"]),
             "validation": snapshot["validation"],
+            "may_move_back": validation.may_move_back(run)
+            and access.allowed(request.user, access.Action.RUN_MOVE_BACK, run),
             "may_cancel": not snapshot["run"]["terminal"]
             and access.allowed(request.user, access.Action.RUN_CANCEL, run),
         },
@@ -154,3 +160,131 @@ def run_export(request: HttpRequest, fmt: str) -> HttpResponseBase:
         response = StreamingHttpResponse(reports.json_chunks(rows), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="{_export_name(fmt)}"'
     return response
+
+
+# ---- post-migration validation ------------------------------------------------------------------------------
+
+
+def _report_context(run: MigrationRun) -> dict[str, Any]:
+    report = validation.report_payload(run.validation) if hasattr(run, "validation") else None
+    return {
+        "run": {
+            "id": run.pk,
+            "vm": run.vm.name,
+            "source": run.source.name,
+            "destination": run.destination.name,
+            "mode": run.mode,
+            "status": run.status,
+            "status_label": run.get_status_display(),
+            "downtime_ms": run.downtime_ms,
+            "max_downtime_ms": (run.options or {}).get("max_downtime_ms"),
+            "error": run.error,
+            "what_was_done": run.outcome,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        },
+        "validation": report,
+    }
+
+
+@login_required
+@require_safe
+def run_validation(request: HttpRequest, pk: int) -> HttpResponse:
+    """The validation report of a run as a printable page."""
+    run = _run_for(request, pk)
+    data = _report_context(run)
+    return render(
+        request,
+        "migrations_app/validation_report.html",
+        {
+            "run": run,
+            "plan": run.item.plan,
+            "report": data["validation"],
+            "limit": data["run"]["max_downtime_ms"],
+            "may_move_back": validation.may_move_back(run)
+            and access.allowed(request.user, access.Action.RUN_MOVE_BACK, run),
+        },
+    )
+
+
+@login_required
+@require_safe
+def run_validation_json(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run_for(request, pk)
+    return JsonResponse(_report_context(run), json_dumps_params={"indent": 1})
+
+
+@login_required
+@require_POST
+def run_move_back(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run_for(request, pk)
+    access.check_view(request.user, access.Action.RUN_MOVE_BACK, run)
+    try:
+        plan = validation.offer_move_back(request.user, run)
+    except PlanError as exc:
+        messages.error(request, f"{exc} Nothing was changed.")
+        return redirect("runs:run_detail", pk=run.pk)
+    messages.success(request, "A plan to move the VM back was created and audited; submit it for approval.")
+    return redirect(plan.get_absolute_url())
+
+
+# ---- probes a VM's team defines ------------------------------------------------------------------------------
+
+
+class ProbeForm(forms.ModelForm):
+    class Meta:
+        model = Probe
+        fields = ["kind", "address", "port", "path", "expect_status"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("kind") == ProbeKind.HTTP:
+            path = data.get("path") or "/"
+            if not path.startswith("/"):
+                self.add_error("path", "An HTTP path starts with “/”.")
+            data["path"] = path
+            if not data.get("expect_status"):
+                data["expect_status"] = 200
+        else:
+            data["path"] = ""
+            data["expect_status"] = None
+        address = data.get("address") or ""
+        if address and not all(c.isalnum() or c in ".-:" for c in address):
+            self.add_error("address", "An IP address or a host name (letters, digits, dots, dashes).")
+        return data
+
+
+@login_required
+def vm_probes(request: HttpRequest, vm_id: int) -> HttpResponse:
+    vm = access.get_visible_or_404(request.user, VirtualMachine.objects.all(), pk=vm_id)
+    may_edit = access.allowed(request.user, access.Action.PROBE_EDIT, vm)
+    form = ProbeForm(request.POST or None)
+    if request.method == "POST":
+        access.check_view(request.user, access.Action.PROBE_EDIT, vm)
+        if form.is_valid():
+            probe = form.save(commit=False)
+            probe.vm = vm
+            probe.created_by = request.user
+            probe.save()
+            auditlog.record(request.user, "probe.create", vm, after={"probe": str(probe)})
+            messages.success(request, f"Probe added: {probe}. It runs after every move of {vm.name}.")
+            return redirect("runs:vm_probes", vm_id=vm.pk)
+    elif request.method != "GET":
+        return HttpResponse(status=405)
+    return render(
+        request,
+        "migrations_app/vm_probes.html",
+        {"vm": vm, "probes": list(vm.probes.all()), "form": form, "may_edit": may_edit},
+    )
+
+
+@login_required
+@require_POST
+def probe_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    probe = Probe.objects.select_related("vm").filter(pk=pk).first()
+    if probe is None or not access.visible(request.user, probe.vm):
+        raise Http404("No such probe, or it is not one of your teams'.")
+    access.check_view(request.user, access.Action.PROBE_EDIT, probe.vm)
+    auditlog.record(request.user, "probe.delete", probe.vm, before={"probe": str(probe)})
+    probe.delete()
+    messages.success(request, "Probe removed.")
+    return redirect("runs:vm_probes", vm_id=probe.vm_id)

@@ -38,6 +38,8 @@ class Action(StrEnum):
     PLAN_EMERGENCY = "plan.emergency"  # run an emergency change at once
     PLAN_REVIEW = "plan.review"  # review an emergency change afterwards
     RUN_CANCEL = "run.cancel"
+    RUN_MOVE_BACK = "run.move_back"  # plan the move back of a live move that failed validation
+    PROBE_EDIT = "probe.edit"  # a VM's owner-defined validation probes
     HOST_MANAGE = "host.manage"  # register, test connection, sync
     OWNERSHIP_MANAGE = "ownership.manage"  # teams, memberships, VM ownership
     CHANGE_CONTROL_MANAGE = "change_control.manage"  # windows, freezes, policies, thresholds, network mappings
@@ -128,8 +130,16 @@ def refusal(user: AnyUser, action: Action | str, obj: Any = None) -> str | None:
         return None
     if action == Action.PLAN_CREATE:
         return READ_ONLY if is_auditor(user) and not is_admin(user) else None
-    if action in (Action.PLAN_EDIT, Action.PLAN_CANCEL, Action.RUN_CANCEL):
+    if action in (Action.PLAN_EDIT, Action.PLAN_CANCEL, Action.RUN_CANCEL, Action.RUN_MOVE_BACK):
         return _member_or_admin(user, obj)
+    if action == Action.PROBE_EDIT:
+        if is_admin(user):
+            return None
+        if is_auditor(user):
+            return READ_ONLY
+        return (
+            None if obj is not None and _team_of(obj) in _team_ids(user) else "Only the VM's team may edit its probes."
+        )
     if action in (Action.PLAN_APPROVE, Action.PLAN_OVERRIDE, Action.PLAN_EMERGENCY):
         if not is_admin(user):
             return READ_ONLY if is_auditor(user) else "Only approvers may decide on plans."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 
@@ -39,6 +40,47 @@ def insert_many(model: type[models.Model], rows: Sequence[models.Model], fields:
     sql = (
         f'INSERT INTO "{meta.db_table}" ({names}) SELECT {", ".join(selects)} '  # noqa: S608 (names from the model)
         f"FROM unnest({arrays}) AS t({names})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _array(field: models.Field, values: list[object]) -> tuple[object, str, str]:  # type: ignore[type-arg]
+    """(parameter, SQL array type, select expression) for one column of `insert_many`/`update_many`."""
+    if isinstance(field, models.JSONField):
+        return [json.dumps(v) for v in values], "text[]", "::jsonb"
+    if isinstance(field, models.ForeignKey):
+        base = re.sub(r"\(.*\)", "", field.target_field.db_type(connection) or "bigint")
+        return values, f"{base}[]", ""
+    base = re.sub(r"\(.*\)", "", field.db_type(connection) or "text")
+    return values, f"{base}[]", ""
+
+
+def update_many(model: type[models.Model], rows: Sequence[models.Model], fields: list[str]) -> None:
+    """Write `fields` of `rows` in ONE statement, however many there are: UPDATE … FROM unnest(arrays).
+
+    `bulk_update` splits large updates into batches (a statement takes at most 65,535 parameters), so its
+    number of queries grows with the rows.
+    """
+    if not rows:
+        return
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None  # noqa: S101
+    params: list[Any] = [[row.pk for row in rows]]
+    columns = [(pk.column, "bigint[]", "")]
+    for name in fields:
+        field = meta.get_field(name)
+        values = [getattr(row, field.attname) for row in rows]  # type: ignore[union-attr]
+        param, array_type, cast = _array(field, values)  # type: ignore[arg-type,union-attr]
+        params.append(param)
+        columns.append((field.column, array_type, cast))  # type: ignore[union-attr,arg-type]
+    names = ", ".join(f'"{c}"' for c, _, _ in columns)
+    arrays = ", ".join(f"%s::{t}" for _, t, _ in columns)
+    sets = ", ".join(f'"{c}" = t."{c}"{cast}' for c, _, cast in columns[1:])
+    sql = (
+        f'UPDATE "{meta.db_table}" SET {sets} FROM unnest({arrays}) AS t({names}) '  # noqa: S608 (names from the model)
+        f'WHERE "{meta.db_table}"."{pk.column}" = t."{pk.column}"'
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, include, path
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
+from api import account_views
 from inventory.permissions import is_admin
 from migrations_app import workflow_views
 
@@ -43,6 +44,9 @@ urlpatterns = [
     path("notifications/", workflow_views.notification_list, name="notifications"),
     path("notifications/read/", workflow_views.notifications_read, name="notifications_read"),
     path("audit-log/", workflow_views.audit_log, name="audit_log"),
+    path("account/tokens/", account_views.token_list, name="account_tokens"),
+    path("account/tokens/<int:pk>/revoke/", account_views.token_revoke, name="account_token_revoke"),
+    path("api/", include("api.urls")),
     path("runs/", include("migrations_app.run_urls")),
     path("", include("inventory.urls")),
 ]

@@ -24,6 +24,30 @@ from .errors import (
 
 T = TypeVar("T")
 
+#: libvirt's domain states by the names the inventory stores (inventory.choices.PowerState)
+DOMAIN_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+#: states in which the guest runs ("blocked": running, waiting for a resource)
+RUNNING_STATES = frozenset({"running", "blocked"})
+
+
+def state_name(code: int) -> str:
+    """The name of a libvirt domain state code ("unknown" for a code this libvirt does not know)."""
+    return DOMAIN_STATES.get(code, "unknown")
+
+
+#: Seconds a connection may take to open when the caller passes none; the portal passes its setting
+#: VMPORTAL_LIBVIRT_CONNECT_TIMEOUT (the same 15 s unless configured).
+DEFAULT_TIMEOUT_S = 15.0
+
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -103,7 +127,7 @@ def _open(uri: str, timeout: float) -> libvirt.virConnect:
 
 
 @contextmanager
-def connect(uri: str, timeout: float = 15.0) -> Iterator[libvirt.virConnect]:
+def connect(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[libvirt.virConnect]:
     """A libvirt connection for the duration of a block; closed afterwards whatever happens.
 
     The URI must already have passed `validate_uri`; callers go through `inventory.services.hosts`.

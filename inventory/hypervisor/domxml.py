@@ -103,6 +103,31 @@ def parse_disk(disk: Element) -> DiskInfo:
     )
 
 
+def parse_disks(xml: str) -> list[DiskInfo]:
+    """Every disk device (disks, CD-ROMs, floppies) of a domain definition, in order."""
+    devices = parse_xml(xml).find("devices")
+    return [parse_disk(d) for d in devices.findall("disk")] if devices is not None else []
+
+
+@dataclass(frozen=True)
+class DiskRef:
+    """A file-backed disk of a domain definition (not a CD-ROM or floppy)."""
+
+    target: str
+    path: str
+    format: str
+    writable: bool
+
+
+def file_disks(xml: str) -> list[DiskRef]:
+    """The file-backed disks and LUNs of a domain definition: what a move copies or leaves in place."""
+    return [
+        DiskRef(target=d.target, path=d.source, format=d.format or "raw", writable=not (d.readonly or d.shareable))
+        for d in parse_disks(xml)
+        if d.device in ("disk", "lun") and d.source_type == "file" and d.source and d.target
+    ]
+
+
 def parse_nic(iface: Element) -> NicInfo:
     source = iface.find("source")
     mac = iface.find("mac")
@@ -195,42 +220,79 @@ def parse_domain(xml: str) -> DomainInfo:
 
 @dataclass(frozen=True)
 class Capabilities:
+    """Host facts from `virConnectGetCapabilities` (one parser for the sync and the audit)."""
+
     uuid: str
     arch: str
     cpu_model: str
     cpu_vendor: str
+    cpu_features: frozenset[str]
     cpu_xml: str
-    machine_types: list[str]
-    virt_types: list[str]
+    numa_cells: int
+    page_sizes: tuple[int, ...]
+    #: guest arch → {"virt_types": [...], "machines": [...]} (hvm guests only)
+    guest_arches: dict[str, dict[str, list[str]]]
+
+    @property
+    def machine_types(self) -> list[str]:
+        """Machine types (and their canonical names) offered to guests of the host's own arch."""
+        return list(self.guest_arches.get(self.arch, {}).get("machines", []))
+
+    @property
+    def virt_types(self) -> list[str]:
+        return sorted(self.guest_arches.get(self.arch, {}).get("virt_types", []))
 
 
 def parse_capabilities(xml: str) -> Capabilities:
-    """Host facts from `virConnectGetCapabilities`: uuid, arch, CPU, machine types, virt types."""
     root = parse_xml(xml)
     host = root.find("host")
     cpu = host.find("cpu") if host is not None else None
-    arch = _text(cpu.find("arch")) if cpu is not None else ""
-    machines: list[str] = []
-    virt_types: set[str] = set()
+    features: set[str] = set()
+    pages: list[int] = []
+    if cpu is not None:
+        for feature in cpu.findall("feature"):
+            features.add(feature.get("name", ""))
+        legacy = cpu.find("features")  # the test driver lists features as child tags
+        if legacy is not None:
+            features.update(child.tag for child in legacy)
+        for page in cpu.findall("pages"):
+            try:
+                pages.append(int(page.get("size", "0")))
+            except ValueError:
+                continue
+    cells = root.find("host/topology/cells")
+    try:
+        numa_cells = int(cells.get("num", "1")) if cells is not None else 1
+    except ValueError:
+        numa_cells = 1
+    arches: dict[str, dict[str, list[str]]] = {}
     for guest in root.findall("guest"):
-        arch_el = guest.find("arch")
-        if arch_el is None or arch_el.get("name") != arch:
+        if _text(guest.find("os_type")) != "hvm":
             continue
-        for machine in arch_el.findall("machine"):
+        arch_el = guest.find("arch")
+        if arch_el is None:
+            continue
+        entry = arches.setdefault(arch_el.get("name", ""), {"virt_types": [], "machines": []})
+        for machine in arch_el.findall("machine") + [
+            m for d in arch_el.findall("domain") for m in d.findall("machine")
+        ]:
             for name in (_text(machine), machine.get("canonical", "")):
-                if name and name not in machines:
-                    machines.append(name)
+                if name and name not in entry["machines"]:
+                    entry["machines"].append(name)
         for dom in arch_el.findall("domain"):
-            virt_types.add(dom.get("type", ""))
-    cpu_xml = ElementTree.tostring(cpu, encoding="unicode") if cpu is not None else ""  # type: ignore[attr-defined]
+            if dom.get("type") and dom.get("type") not in entry["virt_types"]:
+                entry["virt_types"].append(dom.get("type", ""))
+    cpu_xml = ElementTree.tostring(cpu, encoding="unicode").strip() if cpu is not None else ""  # type: ignore[attr-defined]
     return Capabilities(
         uuid=_text(host.find("uuid")) if host is not None else "",
-        arch=arch,
+        arch=_text(cpu.find("arch")) if cpu is not None else "",
         cpu_model=_text(cpu.find("model")) if cpu is not None else "",
         cpu_vendor=_text(cpu.find("vendor")) if cpu is not None else "",
+        cpu_features=frozenset(f for f in features if f),
         cpu_xml=cpu_xml,
-        machine_types=machines,
-        virt_types=sorted(virt_types),
+        numa_cells=max(numa_cells, 1),
+        page_sizes=tuple(pages),
+        guest_arches=arches,
     )
 
 

@@ -25,14 +25,13 @@ import libvirt
 from defusedxml import ElementTree
 
 from . import domxml
-from .connection import _open, call, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate
 from .errors import HypervisorError, NotFound, Unsupported
-from .reader import _STATES
-from .types import BackingFile, DiskInfo, DomainInfo
+from .reader import read_networks, read_node, read_pools
+from .types import BackingFile, DiskInfo, DomainInfo, NetworkInfo, PoolInfo
 
 #: libvirt pool types whose volumes can be refreshed cheaply (a directory scan), so the audit sees
 #: files that appeared since the pool was last refreshed (e.g. an ISO copied onto shared storage)
-_REFRESHABLE_POOLS = {"dir", "fs", "netfs"}
 
 
 def _text(element: Element | None) -> str:
@@ -77,24 +76,9 @@ class DomainCapsFacts:
     xml: str = ""
 
 
-@dataclass(frozen=True)
-class PoolFacts:
-    name: str
-    type: str
-    target_path: str
-    active: bool
-    capacity: int
-    allocation: int
-    available: int
-    volumes: frozenset[str] = frozenset()  # volume paths
-
-
-@dataclass(frozen=True)
-class NetworkFacts:
-    name: str
-    bridge: str
-    forward_mode: str
-    active: bool
+#: a pool and a network as the audit sees them: the adapter's one reader of each (reader.py)
+PoolFacts = PoolInfo
+NetworkFacts = NetworkInfo
 
 
 @dataclass(frozen=True)
@@ -256,71 +240,6 @@ def parse_domcaps(xml: str) -> DomainCapsFacts:
     )
 
 
-@dataclass(frozen=True)
-class _Caps:
-    uuid: str
-    arch: str
-    cpu_model: str
-    cpu_vendor: str
-    cpu_features: frozenset[str]
-    cpu_xml: str
-    numa_cells: int
-    page_sizes: tuple[int, ...]
-    guest_arches: dict[str, dict[str, list[str]]]
-
-
-def _parse_capabilities(xml: str) -> _Caps:
-    root = domxml.parse_xml(xml)
-    host = root.find("host")
-    cpu = host.find("cpu") if host is not None else None
-    features: set[str] = set()
-    pages: list[int] = []
-    if cpu is not None:
-        for feature in cpu.findall("feature"):
-            features.add(feature.get("name", ""))
-        legacy = cpu.find("features")  # the test driver lists features as child tags
-        if legacy is not None:
-            features.update(child.tag for child in legacy)
-        for page in cpu.findall("pages"):
-            try:
-                pages.append(int(page.get("size", "0")))
-            except ValueError:
-                continue
-    cells = root.find("host/topology/cells")
-    try:
-        numa_cells = int(cells.get("num", "1")) if cells is not None else 1
-    except ValueError:
-        numa_cells = 1
-    arches: dict[str, dict[str, list[str]]] = {}
-    for guest in root.findall("guest"):
-        if _text(guest.find("os_type")) != "hvm":
-            continue
-        arch_el = guest.find("arch")
-        if arch_el is None:
-            continue
-        entry = arches.setdefault(arch_el.get("name", ""), {"virt_types": [], "machines": []})
-        for machine in arch_el.findall("machine") + [
-            m for d in arch_el.findall("domain") for m in d.findall("machine")
-        ]:
-            for name in (_text(machine), machine.get("canonical", "")):
-                if name and name not in entry["machines"]:
-                    entry["machines"].append(name)
-        for dom in arch_el.findall("domain"):
-            if dom.get("type") and dom.get("type") not in entry["virt_types"]:
-                entry["virt_types"].append(dom.get("type", ""))
-    return _Caps(
-        uuid=_text(host.find("uuid")) if host is not None else "",
-        arch=_text(cpu.find("arch")) if cpu is not None else "",
-        cpu_model=_text(cpu.find("model")) if cpu is not None else "",
-        cpu_vendor=_text(cpu.find("vendor")) if cpu is not None else "",
-        cpu_features=frozenset(f for f in features if f),
-        cpu_xml=_tostring(cpu) if cpu is not None else "",
-        numa_cells=max(numa_cells, 1),
-        page_sizes=tuple(pages),
-        guest_arches=arches,
-    )
-
-
 def parse_details(xml: str) -> DomainDetails:
     """The parts of a domain definition that tie it to its host (firmware, identity, pinning…)."""
     root = domxml.parse_xml(xml)
@@ -453,7 +372,7 @@ class FactsReader:
     raised again for later requests of the same host, so an unreachable host costs one timeout.
     """
 
-    def __init__(self, timeout: float = 15.0) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.timeout = timeout
         self._conns: dict[str, libvirt.virConnect] = {}
         self._hosts: dict[str, HostFacts] = {}
@@ -506,9 +425,9 @@ class FactsReader:
         return facts
 
     def _read_host(self, uri: str, conn: libvirt.virConnect) -> HostFacts:
-        caps = _parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
-        info = call(conn.getInfo, "reading node info")
-        arch = caps.arch or str(info[0])
+        node = read_node(conn, domain_capabilities=False)
+        info, caps = node.info, node.caps
+        arch = info.arch
         domcaps: dict[str, DomainCapsFacts] = {}
         for virt_type in caps.guest_arches.get(arch, {}).get("virt_types", []):
             try:
@@ -516,31 +435,26 @@ class FactsReader:
             except (Unsupported, HypervisorError):
                 continue  # e.g. the test driver; checks that need it say they cannot decide
             domcaps[virt_type] = parse_domcaps(xml)
-        try:
-            free = int(call(conn.getFreeMemory))
-        except HypervisorError:
-            free = int(info[1]) * 1024 * 1024
-        hv_number = call(conn.getVersion)
-        lib_number = call(conn.getLibVersion)
         return HostFacts(
             uri=uri,
-            hostname=call(conn.getHostname),
-            host_uuid=caps.uuid,
+            hostname=info.hostname,
+            host_uuid=info.host_uuid,
             arch=arch,
-            cpu_model=caps.cpu_model,
-            cpu_vendor=caps.cpu_vendor,
+            cpu_model=info.cpu_model,
+            cpu_vendor=info.cpu_vendor,
             cpu_features=caps.cpu_features,
-            cpu_xml=caps.cpu_xml,
-            cpus=int(info[2]),
+            cpu_xml=info.cpu_xml,
+            cpus=info.cpus,
             numa_cells=caps.numa_cells,
             page_sizes=caps.page_sizes,
-            memory_total=int(info[1]) * 1024 * 1024,
-            memory_free=free,
-            hypervisor_type=call(conn.getType),
-            hypervisor_version=version_string(hv_number),
-            hypervisor_version_number=int(hv_number),
-            libvirt_version=version_string(lib_number),
-            libvirt_version_number=int(lib_number),
+            memory_total=info.memory_total,
+            # a host that cannot tell its free memory (the sync stores 0): the checks take all of it as free
+            memory_free=info.memory_free or info.memory_total,
+            hypervisor_type=info.hypervisor_type,
+            hypervisor_version=info.hypervisor_version,
+            hypervisor_version_number=node.hypervisor_version_number,
+            libvirt_version=info.libvirt_version,
+            libvirt_version_number=node.libvirt_version_number,
             guest_arches=caps.guest_arches,
             domcaps=domcaps,
             pools=self._pools(conn),
@@ -551,51 +465,11 @@ class FactsReader:
 
     @staticmethod
     def _pools(conn: libvirt.virConnect) -> dict[str, PoolFacts]:
-        pools: dict[str, PoolFacts] = {}
-        for pool in call(lambda: conn.listAllStoragePools(0), "listing storage pools"):
-            try:
-                ptype, target = domxml.parse_pool(pool.XMLDesc(0))
-                active = bool(pool.isActive())
-                paths: frozenset[str] = frozenset()
-                capacity = allocation = available = 0
-                if active:
-                    if ptype in _REFRESHABLE_POOLS:
-                        try:
-                            pool.refresh(0)
-                        except libvirt.libvirtError:
-                            pass  # another refresh or a build is running; the listing is still useful
-                    _state, capacity, allocation, available = pool.info()
-                    paths = frozenset(vol.path() for vol in pool.listAllVolumes(0))
-                pools[pool.name()] = PoolFacts(
-                    name=pool.name(),
-                    type=ptype,
-                    target_path=target,
-                    active=active,
-                    capacity=capacity,
-                    allocation=allocation,
-                    available=available,
-                    volumes=paths,
-                )
-            except libvirt.libvirtError as exc:
-                if isinstance(translate(exc), NotFound):
-                    continue  # removed while we read it
-                raise translate(exc, "reading storage pools") from None
-        return pools
+        return {p.name: p for p in read_pools(conn, refresh=True)[0]}
 
     @staticmethod
     def _networks(conn: libvirt.virConnect) -> dict[str, NetworkFacts]:
-        networks: dict[str, NetworkFacts] = {}
-        for net in call(lambda: conn.listAllNetworks(0), "listing networks"):
-            try:
-                forward, bridge = domxml.parse_network(net.XMLDesc(0))
-                networks[net.name()] = NetworkFacts(
-                    name=net.name(), bridge=bridge, forward_mode=forward, active=bool(net.isActive())
-                )
-            except libvirt.libvirtError as exc:
-                if isinstance(translate(exc), NotFound):
-                    continue
-                raise translate(exc, "reading networks") from None
-        return networks
+        return {n.name: n for n in read_networks(conn)}
 
     @staticmethod
     def _nwfilters(conn: libvirt.virConnect) -> frozenset[str] | None:
@@ -663,7 +537,7 @@ class FactsReader:
         guest = GuestFacts(
             uuid=domain.uuid,
             name=domain.name,
-            state=_STATES.get(state_code, "unknown"),
+            state=state_name(state_code),
             xml=xml,
             domain=domain,
             details=parse_details(xml),
@@ -762,7 +636,7 @@ class FactsReader:
 
 
 def read_facts(
-    uri: str, guest_uuids: Iterable[str] = (), timeout: float = 15.0
+    uri: str, guest_uuids: Iterable[str] = (), timeout: float = DEFAULT_TIMEOUT_S
 ) -> tuple[HostFacts, dict[str, GuestFacts | None]]:
     """One host and some of its guests in one connection (for callers outside an audit)."""
     with FactsReader(timeout) as reader:

@@ -17,8 +17,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import call, connect, lookup_domain, translate
-from .domxml import parse_xml
+from .connection import DEFAULT_TIMEOUT_S, RUNNING_STATES, call, connect, lookup_domain, state_name, translate
+from .domxml import DiskRef, file_disks, parse_xml  # noqa: F401  (DiskRef: part of Definition)
 from .errors import HypervisorError, NotFound, OperationFailed
 
 POLL_S = 0.2
@@ -26,16 +26,6 @@ POLL_S = 0.2
 
 class ShutdownTimeout(OperationFailed):
     """The guest did not power off within the grace period and forcing it off is not allowed."""
-
-
-@dataclass(frozen=True)
-class DiskRef:
-    """A file-backed disk of a domain definition."""
-
-    target: str
-    path: str
-    format: str
-    writable: bool
 
 
 @dataclass(frozen=True)
@@ -52,28 +42,11 @@ _conn = connect
 _lookup = lookup_domain
 
 
-def disks_of(xml: str) -> list[DiskRef]:
-    """File-backed disks (not CD-ROMs or floppies) in a domain definition."""
-    result = []
-    for disk in parse_xml(xml).iter("disk"):
-        if disk.get("device", "disk") not in ("disk", "lun"):
-            continue
-        source, target, driver = disk.find("source"), disk.find("target"), disk.find("driver")
-        path = source.get("file", "") if source is not None else ""
-        if not path or target is None:
-            continue
-        result.append(
-            DiskRef(
-                target=target.get("dev", ""),
-                path=path,
-                format=driver.get("type", "raw") if driver is not None else "raw",
-                writable=disk.find("readonly") is None and disk.find("shareable") is None,
-            )
-        )
-    return result
+#: file-backed disks of a definition (one parser for the whole adapter: domxml)
+disks_of = file_disks
 
 
-def definition(uri: str, uuid: str, timeout: float = 15.0) -> Definition:
+def definition(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> Definition:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
         xml = call(
@@ -84,10 +57,10 @@ def definition(uri: str, uuid: str, timeout: float = 15.0) -> Definition:
         return Definition(uuid=uuid, name=dom.name(), xml=xml, running=running, disks=disks_of(xml))
 
 
-def is_running(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def is_running(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
-        return dom.state()[0] in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+        return state_name(dom.state()[0]) in RUNNING_STATES
 
 
 def shutdown(
@@ -97,7 +70,7 @@ def shutdown(
     grace_s: float,
     force: bool,
     tick: Callable[[], None] | None = None,
-    timeout: float = 15.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> str:
     """Ask the guest to power off (ACPI); after `grace_s`, power it off if `force`, else raise.
 
@@ -135,14 +108,14 @@ def shutdown(
         return "forced off"
 
 
-def start(uri: str, uuid: str, timeout: float = 15.0) -> None:
+def start(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
         if not dom.isActive():
             call(dom.create, "starting the VM")
 
 
-def destroy(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def destroy(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Power a domain off hard; False when it was not running or not there."""
     with _conn(uri, timeout) as conn:
         try:
@@ -155,14 +128,14 @@ def destroy(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def define(uri: str, xml: str, timeout: float = 15.0) -> str:
+def define(uri: str, xml: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Define (persistently) a domain; returns its name."""
     with _conn(uri, timeout) as conn:
         dom = call(lambda: conn.defineXML(xml), "defining the VM")
         return str(dom.name())
 
 
-def undefine(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def undefine(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Remove an inactive definition, keeping its disks. False when there was none."""
     with _conn(uri, timeout) as conn:
         try:
@@ -180,7 +153,7 @@ def undefine(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def exists(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def exists(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     with _conn(uri, timeout) as conn:
         try:
             conn.lookupByUUIDString(uuid)
@@ -191,7 +164,7 @@ def exists(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def missing_disks(uri: str, uuid: str, timeout: float = 15.0) -> list[str]:
+def missing_disks(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """Disks of the domain's running definition whose files the host cannot find (as volumes)."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -223,7 +196,7 @@ def push_backup(
     targets: dict[str, str],
     *,
     tick: Callable[[dict[str, Any]], None] | None = None,
-    timeout: float = 15.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     max_s: float = 6 * 3600,
 ) -> dict[str, Any]:
     """Run a push-mode backup of the running domain's disks into new qcow2 files (`targets`: disk

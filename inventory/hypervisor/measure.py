@@ -188,16 +188,14 @@ def dirty_rate(uri: str, uuid: str, seconds: int = 1, *, timeout: float = 10.0) 
 # ---- memory in use ------------------------------------------------------------------------------
 
 
-def memory_in_use(uri: str, uuid: str) -> MemoryUse:
-    """Resident memory of the guest's QEMU process (capped at the guest's memory), when it runs."""
+def _memory_in_use(conn: libvirt.virConnect, uuid: str) -> MemoryUse:
     try:
-        with connect(uri) as conn:
-            dom = call(lambda: conn.lookupByUUIDString(uuid), "finding the VM")
-            _state, max_kib, cur_kib, _vcpus, _cpu = call(dom.info, "reading the VM's state")
-            total = int(cur_kib or max_kib) * 1024
-            if not call(dom.isActive):
-                return MemoryUse(None, total=total, reason="The VM is not running.")
-            stats = call(lambda: dom.memoryStats(), "reading memory statistics")
+        dom = call(functools.partial(conn.lookupByUUIDString, uuid), "finding the VM")
+        _state, max_kib, cur_kib, _vcpus, _cpu = call(dom.info, "reading the VM's state")
+        total = int(cur_kib or max_kib) * 1024
+        if not call(dom.isActive):
+            return MemoryUse(None, total=total, reason="The VM is not running.")
+        stats = call(lambda: dom.memoryStats(), "reading memory statistics")
     except HypervisorError as exc:
         return MemoryUse(None, reason=exc.message, raw=exc.raw)
     guest_used = None
@@ -206,6 +204,20 @@ def memory_in_use(uri: str, uuid: str) -> MemoryUse:
     if "rss" not in stats:
         return MemoryUse(None, total=total, guest_used=guest_used, reason="The host reported no resident memory.")
     return MemoryUse(min(int(stats["rss"]) * 1024, total), total=total, source="rss", guest_used=guest_used)
+
+
+def memories_in_use(uri: str, uuids: list[str]) -> dict[str, MemoryUse]:
+    """Resident memory of several guests of one host (see `memory_in_use`), over one connection."""
+    try:
+        with connect(uri) as conn:
+            return {uuid: _memory_in_use(conn, uuid) for uuid in uuids}
+    except HypervisorError as exc:
+        return {uuid: MemoryUse(None, reason=exc.message, raw=exc.raw) for uuid in uuids}
+
+
+def memory_in_use(uri: str, uuid: str) -> MemoryUse:
+    """Resident memory of the guest's QEMU process (capped at the guest's memory), when it runs."""
+    return memories_in_use(uri, [uuid])[uuid]
 
 
 # ---- destination write throughput ---------------------------------------------------------------
@@ -267,7 +279,8 @@ def qemu_start_time(uri: str, *, virt_type: str = "qemu", arch: str = "x86_64", 
     xml = (
         f"<domain type='{escape(virt_type or 'qemu')}'><name>{name}</name><memory unit='MiB'>16</memory>"
         f"<vcpu>1</vcpu><os><type arch='{escape(arch or 'x86_64')}'{machine_attr}>hvm</type></os>"
-        "<devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
+        # with ACPI: libvirt 9 asks QEMU without it by -no-acpi, which QEMU 9 and later no longer accept
+        "<features><acpi/></features><devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
     )
     try:
         with connect(uri) as conn:

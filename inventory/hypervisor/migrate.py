@@ -21,8 +21,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import _open, call, connect, lookup_domain, translate
-from .domxml import METADATA_NS, parse_network, parse_xml
+from .connection import DEFAULT_TIMEOUT_S, RUNNING_STATES, _open, call, connect, lookup_domain, state_name, translate
+from .domxml import METADATA_NS, file_disks, parse_disks, parse_network, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .storage import _volume_xml
 
@@ -71,7 +71,7 @@ class MigrationRequest:
     disks: dict[str, DiskPlacement] = field(default_factory=dict)  # target → placement
     options: LiveOptions = field(default_factory=LiveOptions)
     run_tag: str = ""
-    timeout: float = 15.0
+    timeout: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class DomainLocation:
 
     @property
     def running(self) -> bool:
-        return self.exists and self.state == "running"
+        return self.exists and self.state in RUNNING_STATES
 
 
 class MigrationFailed(OperationFailed):
@@ -273,17 +273,6 @@ _conn = connect
 _lookup = lookup_domain
 
 
-_STATE_NAMES = {
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "running",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
-
-
 def _run_tag(dom: libvirt.virDomain) -> str:
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
@@ -297,7 +286,7 @@ def _run_tag(dom: libvirt.virDomain) -> str:
 # ---- small operations --------------------------------------------------------------------------------
 
 
-def tag_domain(uri: str, uuid: str, run_tag: str, timeout: float = 15.0) -> None:
+def tag_domain(uri: str, uuid: str, run_tag: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
     """Record the run id in the domain's vmportal metadata (live and persistent), keeping the team tag."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -326,7 +315,7 @@ def _tag(dom: libvirt.virDomain, run_tag: str) -> None:
     )
 
 
-def locate(uri: str, uuid: str, timeout: float = 15.0) -> DomainLocation:
+def locate(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> DomainLocation:
     """Is the UUID on this host, in which state, with a migration job running? Never raises."""
     try:
         with _conn(uri, timeout) as conn:
@@ -336,7 +325,7 @@ def locate(uri: str, uuid: str, timeout: float = 15.0) -> DomainLocation:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     return DomainLocation(host_uri=uri, reachable=True)
                 raise
-            state = _STATE_NAMES.get(dom.state()[0], "unknown")
+            state = state_name(dom.state()[0])
             job = False
             if dom.isActive():
                 with suppress(libvirt.libvirtError):
@@ -357,7 +346,7 @@ def locate(uri: str, uuid: str, timeout: float = 15.0) -> DomainLocation:
         return DomainLocation(host_uri=uri, reachable=not isinstance(exc, HostUnreachable), error=exc.message)
 
 
-def abort_job(uri: str, uuid: str, timeout: float = 15.0) -> bool:
+def abort_job(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     """Abort a running migration of the domain from a new connection; False when there was none."""
     with _conn(uri, timeout) as conn:
         dom = _lookup(conn, uuid)
@@ -370,7 +359,7 @@ def abort_job(uri: str, uuid: str, timeout: float = 15.0) -> bool:
         return True
 
 
-def network_problems(uri: str, names: list[str], timeout: float = 15.0) -> list[str]:
+def network_problems(uri: str, names: list[str], timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """What keeps guests from joining these networks on this host right now, in words (empty: nothing):
     a network that is missing or inactive, or the host bridge a bridged network names that is gone.
     Raises `HostUnreachable` when the host cannot be reached."""
@@ -404,7 +393,7 @@ def _interface_present(conn: libvirt.virConnect, name: str) -> bool:
         return True
 
 
-def completed_stats(uri: str, uuid: str, timeout: float = 15.0) -> JobStats | None:
+def completed_stats(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> JobStats | None:
     """The completed job's stats as the destination reports them (downtime, elapsed, memory)."""
     try:
         with _conn(uri, timeout) as conn:
@@ -417,7 +406,9 @@ def completed_stats(uri: str, uuid: str, timeout: float = 15.0) -> JobStats | No
     return _stats(raw)
 
 
-def cleanup_destination(uri: str, uuid: str, volumes: list[dict[str, str]], timeout: float = 15.0) -> list[str]:
+def cleanup_destination(
+    uri: str, uuid: str, volumes: list[dict[str, str]], timeout: float = DEFAULT_TIMEOUT_S
+) -> list[str]:
     """Remove what a failed move left on the destination: an inactive definition and the volumes the move
     created. A domain that runs there is never touched, and neither are the volumes it uses.
 
@@ -455,13 +446,8 @@ def cleanup_destination(uri: str, uuid: str, volumes: list[dict[str, str]], time
 
 
 def _disk_paths(xml: str) -> list[str]:
-    root = parse_xml(xml)
-    paths = []
-    for disk in root.iter("disk"):
-        source = disk.find("source")
-        if source is not None and source.get("file"):
-            paths.append(source.get("file", ""))
-    return paths
+    """Files the domain has open (any disk device backed by a file)."""
+    return [d.source for d in parse_disks(xml) if d.source_type == "file" and d.source]
 
 
 # ---- stats -------------------------------------------------------------------------------------------
@@ -508,7 +494,9 @@ class LiveMigration:
     """
 
     @classmethod
-    def attach(cls, source_uri: str, destination_uri: str, uuid: str, timeout: float = 15.0) -> LiveMigration:
+    def attach(
+        cls, source_uri: str, destination_uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> LiveMigration:
         """A handle on a job that is already running on the source (started by a worker that is gone):
         the same `stats()`, `set_max_downtime()`, `start_postcopy()`, `abort()` and `completed()`."""
         return cls(
@@ -560,19 +548,13 @@ class LiveMigration:
         if req.run_tag:
             _tag(dom, req.run_tag)
         xml = call(lambda: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), "reading the VM's definition")
-        root = parse_xml(xml)
         self._dest_conn = _open(req.destination_uri, req.timeout)
         created: list[VolumeRef] = []
         copy: list[str] = []
         new_paths: dict[str, tuple[str, str]] = {}
         try:
-            for disk in _find(root, "devices").findall("disk"):
-                target_el, source_el, driver_el = disk.find("target"), disk.find("source"), disk.find("driver")
-                dev = target_el.get("dev", "") if target_el is not None else ""
-                path = source_el.get("file", "") if source_el is not None else ""
-                if disk.get("device", "disk") not in ("disk", "lun") or not path:
-                    continue
-                writable = disk.find("readonly") is None and disk.find("shareable") is None
+            for ref in file_disks(xml):
+                dev, path, writable = ref.target, ref.path, ref.writable
                 placement = req.disks.get(dev)
                 if placement is None or not placement.copy:
                     continue  # shared storage: the destination opens the same file
@@ -580,7 +562,7 @@ class LiveMigration:
                     raise MigrationFailed(
                         f"Disk {dev} is read-only or shareable on local storage; put it on shared storage first."
                     )
-                src_fmt = driver_el.get("type", "raw") if driver_el is not None else "raw"
+                src_fmt = ref.format
                 fmt = src_fmt if placement.format in ("", "keep") else placement.format
                 capacity = self._capacity(path, dev)
                 name = os.path.basename(path)

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import libvirt
 
 from . import domxml
-from .connection import call, connect, elapsed_ms, translate, version_string
+from .connection import DEFAULT_TIMEOUT_S, call, connect, elapsed_ms, state_name, translate, version_string
 from .errors import HypervisorError, NotFound, Unsupported
 from .types import ConnectionReport, DiskInfo, DomainInfo, HostInfo, HostSnapshot, NetworkInfo, PoolInfo
-
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
 
 #: libvirt pool types whose storage is reachable from several hosts by construction.
 SHARED_POOL_TYPES = {"netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "mpath", "vstorage"}
 
 
-def test_connection(uri: str, timeout: float = 15.0) -> ConnectionReport:
+def test_connection(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> ConnectionReport:
     """Open the host, read its name and versions. Never raises for a host problem."""
     start = time.monotonic()
     try:
@@ -43,21 +33,37 @@ def test_connection(uri: str, timeout: float = 15.0) -> ConnectionReport:
         return ConnectionReport(ok=False, message=exc.message, raw=exc.raw, elapsed_ms=elapsed_ms(start))
 
 
-def _host_info(conn: libvirt.virConnect) -> HostInfo:
+@dataclass(frozen=True)
+class NodeRead:
+    """One read of a host's node facts: what the sync stores (`info`), with the parsed capabilities and the
+    version numbers the audit compares."""
+
+    info: HostInfo
+    caps: domxml.Capabilities
+    hypervisor_version_number: int
+    libvirt_version_number: int
+
+
+def read_node(conn: libvirt.virConnect, *, domain_capabilities: bool = True) -> NodeRead:
+    """The host's node facts: capabilities, node info, free memory (0 when the host cannot tell),
+    versions and, with `domain_capabilities`, the domain capabilities of the virt type its guests use.
+    The one node reader of the adapter (inventory sync and audit facts)."""
     caps = domxml.parse_capabilities(call(conn.getCapabilities, "reading capabilities"))
     model, memory_mib, cpus, mhz, _nodes, sockets, cores, threads = call(conn.getInfo, "reading node info")
     virt_types = caps.virt_types
     virt_type = "kvm" if "kvm" in virt_types else (virt_types[0] if virt_types else "qemu")
     domcaps = ""
-    try:
-        domcaps = call(lambda: conn.getDomainCapabilities(None, caps.arch or None, None, virt_type, 0))
-    except (Unsupported, HypervisorError):
-        domcaps = ""  # the test driver has none; later checks say "cannot decide" rather than block
+    if domain_capabilities:
+        try:
+            domcaps = call(lambda: conn.getDomainCapabilities(None, caps.arch or None, None, virt_type, 0))
+        except (Unsupported, HypervisorError):
+            domcaps = ""  # the test driver has none; later checks say "cannot decide" rather than block
     try:
         free = int(call(conn.getFreeMemory))
     except HypervisorError:
         free = 0
-    return HostInfo(
+    hv_number, lib_number = int(call(conn.getVersion)), int(call(conn.getLibVersion))
+    info = HostInfo(
         hostname=call(conn.getHostname),
         host_uuid=caps.uuid,
         arch=caps.arch or model,
@@ -72,23 +78,45 @@ def _host_info(conn: libvirt.virConnect) -> HostInfo:
         memory_total=int(memory_mib) * 1024 * 1024,
         memory_free=free,
         hypervisor_type=call(conn.getType),
-        hypervisor_version=version_string(call(conn.getVersion)),
-        libvirt_version=version_string(call(conn.getLibVersion)),
+        hypervisor_version=version_string(hv_number),
+        libvirt_version=version_string(lib_number),
         machine_types=caps.machine_types,
         virt_type=virt_type,
         domain_capabilities=domcaps,
     )
+    return NodeRead(info, caps, hv_number, lib_number)
 
 
-def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[str, int, int]]]:
-    """Pools, and a map volume path → (pool name, capacity, allocation) for sizing disks."""
+#: pool types whose volume list is re-read from disk before the audit looks at it
+REFRESHABLE_POOL_TYPES = {"dir", "fs", "netfs"}
+
+
+def read_pools(
+    conn: libvirt.virConnect, *, refresh: bool = False
+) -> tuple[list[PoolInfo], dict[str, tuple[str, int, int]]]:
+    """Pools with the paths of their volumes, and a map volume path (and "pool/volume") → (pool name,
+    capacity, allocation) for sizing disks. With `refresh`, directory-like pools re-read their files
+    first. The one pool reader of the adapter (inventory sync and audit facts)."""
     pools: list[PoolInfo] = []
     volumes: dict[str, tuple[str, int, int]] = {}
     for pool in call(lambda: conn.listAllStoragePools(0), "listing storage pools"):
         try:
             ptype, target = domxml.parse_pool(pool.XMLDesc(0))
             active = bool(pool.isActive())
-            _state, capacity, allocation, available = pool.info() if active else (0, 0, 0, 0)
+            capacity = allocation = available = 0
+            paths: list[str] = []
+            if active:
+                if refresh and ptype in REFRESHABLE_POOL_TYPES:
+                    try:
+                        pool.refresh(0)
+                    except libvirt.libvirtError:
+                        pass  # another refresh or a build is running; the listing is still useful
+                _state, capacity, allocation, available = pool.info()
+                for vol in pool.listAllVolumes(0):
+                    _vtype, vcap, valloc = vol.info()
+                    paths.append(vol.path())
+                    volumes[vol.path()] = (pool.name(), vcap, valloc)
+                    volumes[f"{pool.name()}/{vol.name()}"] = (pool.name(), vcap, valloc)
             pools.append(
                 PoolInfo(
                     uuid=pool.UUIDString(),
@@ -100,13 +128,9 @@ def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[st
                     capacity=capacity,
                     allocation=allocation,
                     available=available,
+                    volumes=frozenset(paths),
                 )
             )
-            if active:
-                for vol in pool.listAllVolumes(0):
-                    _vtype, vcap, valloc = vol.info()
-                    volumes[vol.path()] = (pool.name(), vcap, valloc)
-                    volumes[f"{pool.name()}/{vol.name()}"] = (pool.name(), vcap, valloc)
         except libvirt.libvirtError as exc:
             if translate(exc).__class__ is NotFound:
                 continue  # removed while we read it
@@ -114,7 +138,8 @@ def _pools(conn: libvirt.virConnect) -> tuple[list[PoolInfo], dict[str, tuple[st
     return pools, volumes
 
 
-def _networks(conn: libvirt.virConnect) -> list[NetworkInfo]:
+def read_networks(conn: libvirt.virConnect) -> list[NetworkInfo]:
+    """The host's networks (the one network reader of the adapter)."""
     networks = []
     for net in call(lambda: conn.listAllNetworks(0), "listing networks"):
         try:
@@ -146,7 +171,7 @@ def _sized(disk: DiskInfo, volumes: dict[str, tuple[str, int, int]]) -> DiskInfo
 def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) -> DomainInfo:
     info = domxml.parse_domain(dom.XMLDesc(0))
     state, reason = dom.state()
-    info.state = _STATES.get(state, "unknown")
+    info.state = state_name(state)
     info.state_reason = reason
     info.persistent = bool(dom.isPersistent())
     info.incoming_migration = (
@@ -161,12 +186,12 @@ def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) ->
     return info
 
 
-def read_host(uri: str, timeout: float = 15.0) -> HostSnapshot:
+def read_host(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> HostSnapshot:
     """Read everything vmportal keeps about a host. Raises HypervisorError subclasses."""
     with connect(uri, timeout) as conn:
-        host = _host_info(conn)
-        pools, volumes = _pools(conn)
-        networks = _networks(conn)
+        host = read_node(conn).info
+        pools, volumes = read_pools(conn)
+        networks = read_networks(conn)
         domains: list[DomainInfo] = []
         for dom in call(lambda: conn.listAllDomains(0), "listing VMs"):
             try:

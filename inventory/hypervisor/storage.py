@@ -32,7 +32,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
-from .connection import _open, translate
+from .connection import DEFAULT_TIMEOUT_S, _open, translate
 from .domxml import parse_xml, to_bytes
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .names import check_volume_name
@@ -161,7 +161,7 @@ class VolumeHost:
     went away and the same call may be retried after `reconnect()`.
     """
 
-    def __init__(self, uri: str, timeout: float = 15.0) -> None:
+    def __init__(self, uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.uri = uri
         self.timeout = timeout
         self._conn: libvirt.virConnect | None = None

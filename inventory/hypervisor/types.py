@@ -89,6 +89,7 @@ class PoolInfo:
     capacity: int
     allocation: int
     available: int
+    volumes: frozenset[str] = frozenset()  # paths of its volumes
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,11 @@ class VirtualMachine(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("inventory:vm_detail", args=[self.uuid])
 
+    @property
+    def application_group(self) -> str:
+        """The application the VM belongs to: set by its owner (page or CSV), else its libvirt label."""
+        return self.app or str((self.labels or {}).get("app", ""))
+
 
 class Disk(models.Model):
     """One disk, CD-ROM or floppy of a VM, as its domain XML and its pool describe it."""

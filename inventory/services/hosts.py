@@ -12,7 +12,7 @@ from inventory.choices import TeamSource
 from inventory.hypervisor import ConnectionReport, InvalidURI, ParsedURI, test_connection, validate_uri
 from inventory.models import Host, Team, VirtualMachine
 from inventory.permissions import require_admin
-from migrations_app.services import auditlog
+from migrations_app import auditlog
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from inventory.models import Team
-from migrations_app.services import auditlog
+from migrations_app import auditlog
 from vmportal import access
 from vmportal.access import Action
 

@@ -22,6 +22,7 @@ from inventory.hypervisor import HypervisorError
 from inventory.hypervisor.facts import CpuComparison, DomainSummary, FactsReader, GuestFacts, HostFacts
 from inventory.hypervisor.types import DiskInfo
 from inventory.models import Disk, Host, StoragePool, VirtualMachine
+from migrations_app import rules
 from migrations_app.choices import ACTIVE_PLAN_STATES, APPROVED_PLAN_STATES, TargetFormat
 from migrations_app.models import ChangeFreeze, MigrationPlan, PlanItem, Prediction
 
@@ -130,7 +131,7 @@ class DiskMove:
     @property
     def copied(self) -> bool:
         """Shared storage stays put (only memory moves); everything else is copied."""
-        return not (self.source_shared and self.destination_shared and self.source_pool == self.destination_pool)
+        return rules.disk_copied(self.source_pool, self.source_shared, self.destination_pool, self.destination_shared)
 
     @property
     def final_format(self) -> str:
@@ -167,7 +168,8 @@ class AuditEnvironment:
     def load(self, vms: list[VirtualMachine], items: list[PlanItem] | None = None) -> None:
         self.items = list(items or [])
         self._load_by_destination = None
-        self.hosts = {h.pk: h for h in Host.objects.all()}
+        # networks and pools with the hosts: destination choice maps every VM onto every candidate host
+        self.hosts = {h.pk: h for h in Host.objects.prefetch_related("networks", "pools")}
         self.pools = {(p.host_id, p.name): p for p in StoragePool.objects.filter(present=True)}
         vm_ids = [vm.pk for vm in vms]
         approved = PlanItem.objects.filter(plan__status__in=APPROVED_PLAN_STATES, destination__isnull=False)
@@ -266,6 +268,14 @@ class AuditEnvironment:
 
     def destinations_changed(self) -> None:
         self._load_by_destination = None
+
+    def destination_chosen(self, item: PlanItem) -> None:
+        """An item that had no destination got one: its load joins that host's total (no rebuild, which
+        would cost a pass over every item for every choice)."""
+        if self._load_by_destination is None:
+            return
+        if item.destination_id is not None and item.vm.host_id != item.destination_id:
+            self._load_by_destination[item.destination_id].add(item, 1)
 
     def host_index(self, facts: HostFacts) -> HostIndex:
         """MACs, names and running vCPUs of a host's domains, computed once per host."""

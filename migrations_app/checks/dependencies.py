@@ -122,12 +122,12 @@ def tpm(ctx: CheckContext) -> Outcome:
 @register("DEP-GROUP", Area.DEPENDENCIES)
 def group(ctx: CheckContext) -> Outcome:
     """VMs of one application group are not split across waves."""
-    app = ctx.vm.app or str((ctx.vm.labels or {}).get("app", ""))
+    app = ctx.vm.application_group
     if not app:
         return passed("The VM belongs to no application group.")
     waves: dict[int, list[str]] = defaultdict(list)
     for item in ctx.env.items:
-        other = item.vm.app or str((item.vm.labels or {}).get("app", ""))
+        other = item.vm.application_group
         if other == app:
             waves[item.wave].append(item.vm.name)
     evidence = {"app": app, "waves": {str(w): sorted(n) for w, n in sorted(waves.items())}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from migrations_app import rules
 from migrations_app.choices import Area
 
 from .context import CheckContext
@@ -119,14 +120,15 @@ def window(ctx: CheckContext) -> Outcome:
         return warn(
             f"The change window ended at {end:%Y-%m-%d %H:%M}.", source, destination, "Choose a window in the future."
         )
-    length = (end - max(start, now)).total_seconds()
+    length = rules.window_left_s(start, end, now) or 0.0
     prediction = ctx.predictions().get(ctx.mode)
     predicted = prediction.duration_s if prediction is not None else None
     source["predicted s"] = predicted
     source["window s"] = round(length)
-    if predicted is None:
+    fits = rules.fits_window(predicted, start, end, now)
+    if predicted is None or fits is None:
         return info(f"The window leaves {length / 60:.0f} min; no prediction yet to compare with.", source, destination)
-    if predicted > length:
+    if not fits:
         return warn(
             f"The move is predicted to take {predicted / 60:.1f} min; the window leaves {length / 60:.1f} min.",
             source,

@@ -24,7 +24,7 @@ import uuid as uuid_lib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -36,6 +36,8 @@ from inventory.hypervisor.migrate import rewrite_xml
 from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
+from migrations_app.engine.shared import libvirt_timeout as _timeout
+from migrations_app.engine.spec import adapter_network_map
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport, read_digest
 from migrations_app.models import Backup, BackupMethod, BackupState, MigrationRun
 
@@ -51,12 +53,13 @@ def retention_days() -> int:
     return int(settings.BACKUP_RETENTION_DAYS)
 
 
+def retain_until() -> datetime:
+    """Until when what a move keeps (source disks, backups) is retained."""
+    return timezone.now() + timedelta(days=retention_days())
+
+
 class BackupFailed(OperationFailed):
     """No usable backup was made; whatever it had written was removed."""
-
-
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
 
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -264,9 +267,7 @@ def restore(
             target.refresh_pool_of(volume.path)
             paths[disk["target"]] = (volume.path, disk["format"])
             disks.append({"target": disk["target"], "path": volume.path, "pool": pool, "format": disk["format"]})
-        xml, _unmapped = rewrite_xml(
-            backup.definition_xml, {k.lower(): v for k, v in (network_map or {}).items()}, paths
-        )
+        xml, _unmapped = rewrite_xml(backup.definition_xml, adapter_network_map(network_map), paths)
         macs = {m.lower(): _random_mac() for m in _macs(backup.definition_xml)}
         xml = hvl.rename_for_restore(xml, name=new_name, uuid=new_uuid, macs=macs)
         hvl.define(host.uri, xml, _timeout())
@@ -336,7 +337,7 @@ def run_phase(run: MigrationRun, advance: Callable[[str, str], None]) -> bool:
     """
     from migrations_app import events
     from migrations_app.choices import RunStatus
-    from migrations_app.services import runs
+    from migrations_app.engine import runstate as runs
 
     advance(RunStatus.BACKUP, "Backing up the definition and disks (the VM keeps running)")
     if run.status == RunStatus.CANCELLING:

@@ -8,7 +8,7 @@ whose disk files are kept (RetainedDisk) until the retention ends or an admin re
 
 From the moment the VM is shut down, any failure or a cancel rolls back (engine.rollback): the
 destination's copy is removed and the source is started again as it was. What happened is written
-on the run in words. The state needed for that is kept in `run.options["cold"]`, so the reconciler
+on the run in words. The state needed for that is kept in `run.scratch["cold"]`, so the reconciler
 can finish a rollback if the worker dies.
 """
 
@@ -31,15 +31,19 @@ from inventory.hypervisor.names import safe_file_name
 from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from migrations_app import events
-from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.choices import RunStatus, ValidationStatus
 from migrations_app.engine import backup as backups
-from migrations_app.engine import rollback
-from migrations_app.engine.live import LiveMove, RunRefused, record_moved
+from migrations_app.engine import rollback, shared
+from migrations_app.engine import runstate as runs
+from migrations_app.engine.backup import retain_until
 from migrations_app.engine.progress import Sample
+from migrations_app.engine.rollback import cold_state
+from migrations_app.engine.shared import RunRefused, placements, record_moved
+from migrations_app.engine.shared import libvirt_timeout as _timeout
+from migrations_app.engine.spec import RunSpec
 from migrations_app.engine.transfer import DEFAULT_CHUNK, DiskCopy, TransferReport
 from migrations_app.models import MigrationRun, RetainedDisk
-from migrations_app.services import runs
-from migrations_app.services.backups import retain_until
+from migrations_app.validation import phase as validation
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +56,22 @@ class Cancelled(Exception):
     """A cancel was requested; the move stops and rolls back."""
 
 
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
+class ValidationFailed(OperationFailed):
+    """A VAL-* check failed on the destination; the move rolls back."""
 
 
 def chunk_size() -> int:
     return int(settings.COLD_CHUNK_BYTES or DEFAULT_CHUNK)
 
 
-def execute(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+def execute(run_id: int, *, job_id: str = "inline", worker: str | None = None) -> dict[str, Any]:
     """Claim and perform one cold run. Returns a small summary for the RQ job result."""
-    run = runs.try_claim(run_id, job_id=job_id or "inline", worker=worker or runs.worker_identity())
-    if run is None:
-        return {"run": run_id, "claimed": False}
-    move = ColdMove(run)
-    try:
-        move.perform()
-    except Exception as exc:  # our own bug: roll back if the VM was already stopped, keep the traceback
-        log.exception("cold run %s crashed", run_id)
-        run.refresh_from_db()
-        if run.status not in TERMINAL_RUN_STATES:
-            rollback.roll_back(
-                run,
-                reason=f"The worker hit an internal error: {exc}",
-                raw=traceback.format_exc()[-8000:],
-            )
-    run.refresh_from_db()
-    return {"run": run_id, "claimed": True, "status": run.status}
+    return shared.execute(run_id, lambda run: ColdMove(run).perform(), _after_crash, job_id=job_id, worker=worker)
+
+
+def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
+    """A crash in our own code: roll back (the VM may already be stopped), keeping the traceback."""
+    rollback.roll_back(run, reason=f"The worker hit an internal error: {exc}", raw=trace)
 
 
 @dataclass
@@ -113,7 +106,7 @@ class ColdMove:
         self.destination: Host = run.destination
         self.vm: VirtualMachine = run.vm
         self.uuid = str(self.vm.uuid)
-        self.opts: dict[str, Any] = dict(run.options)
+        self.spec = RunSpec.of(run.options)
         self.timeout = _timeout()
         self.totals = Totals()
 
@@ -132,24 +125,20 @@ class ColdMove:
 
     def remember(self, **values: Any) -> None:
         """Keep rollback state on the run (survives a worker crash)."""
-        cold = dict(self.opts.get("cold") or {})
-        cold.update(values)
-        self.opts["cold"] = cold
-        MigrationRun.objects.filter(pk=self.run.pk).update(options=self.opts)
-        self.run.options = self.opts
+        shared.remember(self.run, cold={**cold_state(self.run), **values})
 
     # ---- the move ----------------------------------------------------------------------------------
 
     def perform(self) -> None:
         try:
-            placements = LiveMove(self.run).placements()
+            disk_places = placements(self.run)
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return
         if self.run.cancel_requested:
             runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
             return
-        network_map = {k.lower(): v for k, v in (self.opts.get("network_map") or {}).items() if v}
+        network_map = self.spec.live_network_map()
         try:
             hv.tag_domain(self.source.uri, self.uuid, str(self.run.pk), self.timeout)
             defn = hvl.definition(self.source.uri, self.uuid, self.timeout)
@@ -168,20 +157,21 @@ class ColdMove:
             )
             return
         try:
-            jobs = self.disk_jobs(defn, placements)
+            jobs = self.disk_jobs(defn, disk_places)
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return
         self.remember(was_running=defn.running, source_xml=defn.xml, shut_down=False, staging=[], started=False)
+        validation.take_baseline(self.run)  # the guest as it is before the move, for the VAL-* checks
         pending = {"host": self.destination.pk, "uuid": self.uuid, "volumes": []}
         try:
             self.advance(RunStatus.PREFLIGHT, "Shutting the VM down", pending_cleanup=pending)
-            grace = int(self.opts.get("shutdown_timeout_s") or 120)
+            grace = self.spec.shutdown_timeout_s
             how = hvl.shutdown(
                 self.source.uri,
                 self.uuid,
                 grace_s=grace,
-                force=bool(self.opts.get("allow_force_off")),
+                force=self.spec.allow_force_off,
                 tick=self.check,
                 timeout=self.timeout,
             )
@@ -204,6 +194,8 @@ class ColdMove:
             self.after_shutdown(defn, jobs, network_map, how)
         except Cancelled:
             rollback.roll_back(self.run, reason="Cancelled during the move.", cancelled=True)
+        except ValidationFailed as exc:
+            rollback.roll_back(self.run, reason=exc.message, status=RunStatus.FAILED)
         except HypervisorError as exc:
             rollback.roll_back(self.run, reason=exc.message, raw=exc.raw)
         except Exception as exc:
@@ -260,7 +252,7 @@ class ColdMove:
 
     def after_shutdown(self, defn: hvl.Definition, jobs: list[DiskJob], network_map: dict[str, str], how: str) -> None:
         backup_note = ""
-        if self.opts.get("fresh_backup"):
+        if self.spec.fresh_backup:
             self.advance(RunStatus.BACKUP, "Backing up the definition and disks")
             taken = backups.take(self.vm, self.source, run=self.run, check=self.check)
             backup_note = f" Backup {taken.pk} taken first ({taken.total_bytes} bytes, verified)."
@@ -335,11 +327,10 @@ class ColdMove:
             self.totals.done_before += job.size
             dst.refresh_pool_of(job.destination_path)
             reports.append({"target": job.target, "format": job.format, **job.report.as_dict()})
-            self.opts["transfers"] = reports
-            MigrationRun.objects.filter(pk=self.run.pk).update(options=self.opts)
+            shared.remember(self.run, transfers=reports)
         self.sample(self.totals.total, final=True, note="copy verified")
         MigrationRun.objects.filter(pk=self.run.pk).update(transferred_at=timezone.now())
-        for path in (self.opts.get("cold") or {}).get("staging", []):
+        for path in cold_state(self.run).get("staging", []):
             src.delete(path)
         self.remember(staging=[])
 
@@ -391,16 +382,14 @@ class ColdMove:
             self.remember(started=True)
 
     def verify_and_finish(self, jobs: list[DiskJob], how: str, backup_note: str) -> None:
-        self.advance(RunStatus.VERIFYING, "Checking the VM on the destination")
-        was_running = bool((self.opts.get("cold") or {}).get("was_running"))
-        here = hv.locate(self.destination.uri, self.uuid, self.timeout)
-        if was_running and not here.running:
-            raise OperationFailed(f"The VM did not stay running on {self.destination} ({here.state or 'absent'}).")
-        if not here.exists or not here.persistent:
-            raise OperationFailed(f"The VM's definition is not persistent on {self.destination}.")
-        missing = hvl.missing_disks(self.destination.uri, self.uuid, self.timeout)
-        if missing:
-            raise OperationFailed(f"Disks missing on {self.destination}: {', '.join(missing)}.")
+        # ---- validation phase: the source is removed only when the VAL-* checks pass ----
+        self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
+        was_running = bool(cold_state(self.run).get("was_running"))
+        self.run.refresh_from_db()
+        report = validation.run_phase(self.run)
+        if report.status == ValidationStatus.FAILED:
+            raise ValidationFailed(validation.failure_summary(report))
+        # ---- end of validation phase ----
         # the checks passed: the old definition goes, its disks stay until retention ends
         hvl.undefine(self.source.uri, self.uuid, self.timeout)
         until = retain_until()
@@ -430,7 +419,8 @@ class ColdMove:
             + ", every disk verified by checksum"
             + (f"; converted {', '.join(converted)}" if converted else "")
             + f". The source definition was removed; its disks are kept on {self.source} until "
-            f"{until:%Y-%m-%d}.{backup_note}"
+            f"{until:%Y-%m-%d}. Validation {report.get_status_display().lower()} in "
+            f"{(report.duration_ms or 0) / 1000:.1f} s.{backup_note}"
         )
         runs.finish(
             self.run,

@@ -11,26 +11,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from inventory.hypervisor import HostUnreachable, HypervisorError, InvalidURI
+from inventory.hypervisor import HypervisorError, InvalidURI
 from inventory.hypervisor import migrate as hv
-from inventory.models import Host, StoragePool, VirtualMachine
+from inventory.models import Host, VirtualMachine
 from inventory.services.hosts import check_migration_uri
-from inventory.services.sync import sync_host
 from migrations_app import events
-from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
+from migrations_app.choices import RunStatus, ValidationStatus
+from migrations_app.engine import recovery, shared
+from migrations_app.engine import runstate as runs
 from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker, Sample
+from migrations_app.engine.shared import (  # noqa: F401  (shared by both engines; also known under these names)
+    RunRefused,
+    cleanup,
+    libvirt_timeout,
+    placements,
+    record_moved,
+)
+from migrations_app.engine.spec import RunSpec
 from migrations_app.models import MigrationRun
-from migrations_app.services import auditlog, runs
+from migrations_app.validation import phase as validation
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +47,19 @@ ABORT_AGAIN_S = 2.0
 FIRST_POLL_S = 0.05
 
 
-class RunRefused(Exception):
-    """The run cannot start as planned (mapping missing, VM not running…); nothing was changed."""
-
-
-def execute(run_id: int, *, job_id: str = "", worker: str = "") -> dict[str, Any]:
+def execute(run_id: int, *, job_id: str = "inline", worker: str | None = None) -> dict[str, Any]:
     """Claim and perform one live run. Returns a small summary for the RQ job result."""
-    run = runs.try_claim(run_id, job_id=job_id or "inline", worker=worker or runs.worker_identity())
-    if run is None:
-        return {"run": run_id, "claimed": False}
-    try:
-        LiveMove(run).perform()
-    except Exception as exc:  # a crash in our own code: keep the traceback, let libvirt's facts decide
-        log.exception("run %s crashed", run_id)
-        run.refresh_from_db()
-        if run.status not in TERMINAL_RUN_STATES:
-            _after_crash(run, exc, traceback.format_exc())
-    run.refresh_from_db()
-    return {"run": run_id, "claimed": True, "status": run.status, "downtime_ms": run.downtime_ms}
+    return shared.execute(run_id, lambda run: LiveMove(run).perform(), _after_crash, job_id=job_id, worker=worker)
 
 
 def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
-    """Record the crash, then settle the run the way the reconciler would: by asking both hosts where the
-    VM is. If even that fails, the lease is given up so the scheduled reconciler settles it later."""
-    from migrations_app.services import reconcile
-
-    runs.retrying_db(lambda: MigrationRun.objects.filter(pk=run.pk).update(error_raw=trace[-8000:]), for_s=60)
+    """A crash in our own code: record it, then settle the run the way the reconciler would (a live job
+    still running gets its monitor back; then both hosts are asked where the VM is). If even that fails,
+    the lease is given up so the scheduled reconciler settles it later."""
+    runs.retrying_db(lambda: events.run_changed(run, error_raw=trace), for_s=60)
     try:
         run.refresh_from_db()
-        reconcile.adopt(run.pk, job_id=run.job_id)
+        recovery.adopt(run.pk, job_id=run.job_id)
     except Exception:
         log.exception("settling run %s after a crash failed", run.pk)
         events.run_changed(run, lease_until=timezone.now(), phase_detail=f"The worker hit an internal error: {exc}")
@@ -94,13 +84,13 @@ class LiveMove:
         self.source: Host = run.source
         self.destination: Host = run.destination
         self.vm: VirtualMachine = run.vm
-        self.opts: dict[str, Any] = dict(run.options)
-        self.timeout = float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
+        self.spec = RunSpec.of(run.options)
+        self.timeout = libvirt_timeout()
         self.tracker = ProgressTracker()
         self.policy = ConvergencePolicy(
-            max_downtime_ms=int(self.opts.get("max_downtime_ms") or 300),
-            on_no_convergence=self.opts.get("on_no_convergence", "abort"),
-            postcopy_allowed=bool(self.opts.get("postcopy_allowed")),
+            max_downtime_ms=self.spec.max_downtime_ms,
+            on_no_convergence=self.spec.on_no_convergence,
+            postcopy_allowed=self.spec.postcopy_allowed,
         )
         self.aborted_by = ""  # "cancel", "policy", "timeout"
         self.postcopy_started = False
@@ -110,27 +100,7 @@ class LiveMove:
     # ---- the request -------------------------------------------------------------------------------
 
     def placements(self) -> dict[str, hv.DiskPlacement]:
-        storage_map: dict[str, dict[str, str]] = self.opts.get("storage_map") or {}
-        dest_pools = {p.name: p for p in StoragePool.objects.filter(host=self.destination, present=True)}
-        result = {}
-        for disk in self.vm.disks.select_related("pool"):
-            if disk.device not in ("disk", "lun") or not disk.source:
-                continue
-            choice = storage_map.get(disk.target) or {}
-            pool_name = choice.get("pool") or (disk.pool.name if disk.pool else "")
-            dest_pool = dest_pools.get(pool_name)
-            if dest_pool is None:
-                raise RunRefused(f"Disk {disk.target} has no storage pool mapped on {self.destination}.")
-            same_shared = (
-                disk.pool is not None and disk.pool.shared and dest_pool.shared and disk.pool.name == dest_pool.name
-            )
-            result[disk.target] = hv.DiskPlacement(
-                target=disk.target,
-                pool=dest_pool.name,
-                copy=not same_shared,
-                format=choice.get("format", "keep") or "keep",
-            )
-        return result
+        return placements(self.run)
 
     def request(self) -> hv.MigrationRequest:
         return hv.MigrationRequest(
@@ -138,14 +108,14 @@ class LiveMove:
             source_uri=self.source.uri,
             destination_uri=self.destination.uri,
             peer_uri=_peer_uri(self.destination),
-            network_map={k.lower(): v for k, v in (self.opts.get("network_map") or {}).items() if v},
+            network_map=self.spec.live_network_map(),
             disks=self.placements(),
             options=hv.LiveOptions(
-                bandwidth_mib_s=self.opts.get("bandwidth_mib_s"),
-                auto_converge=bool(self.opts.get("auto_converge")),
-                postcopy=bool(self.opts.get("postcopy_allowed")),
-                parallel_connections=int(self.opts.get("parallel_connections") or 1),
-                compression=self.opts.get("compression") or "none",
+                bandwidth_mib_s=self.spec.bandwidth_mib_s,
+                auto_converge=self.spec.auto_converge,
+                postcopy=self.spec.postcopy_allowed,
+                parallel_connections=self.spec.parallel_connections,
+                compression=self.spec.compression,
                 tls=_tls(self.source, self.destination),
             ),
             run_tag=str(self.run.pk),
@@ -177,7 +147,7 @@ class LiveMove:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
             return
         # a fresh backup first when the plan asks for one (push mode: the guest keeps running)
-        if self.opts.get("fresh_backup"):
+        if self.spec.fresh_backup:
             from migrations_app.engine import backup
 
             if not backup.run_phase(self.run, self.advance):
@@ -192,6 +162,7 @@ class LiveMove:
                 outcome=f"Nothing was moved; the VM stays on {self.source}.",
             )
             return
+        validation.take_baseline(self.run)  # the guest as it is before the move, for the VAL-* checks
         try:
             migration = hv.LiveMigration(request)
         except HypervisorError as exc:
@@ -213,7 +184,7 @@ class LiveMove:
                 return
             volumes = [v.as_dict() for v in prepared.created_volumes]
             used = {
-                **self.opts,
+                **(self.run.scratch or {}),
                 "flags": prepared.flags,
                 "params": prepared.params,
                 "copy_disks": prepared.copy_disks,
@@ -226,7 +197,7 @@ class LiveMove:
             self.advance(
                 RunStatus.TRANSFERRING,
                 "Copying disks and memory" if prepared.copy_disks else "Copying memory",
-                options=used,
+                scratch=used,
                 pending_cleanup=pending,
             )
             if self.run.status == RunStatus.CANCELLING:
@@ -435,27 +406,45 @@ class LiveMove:
         self.run.refresh_from_db()
         here = hv.locate(self.destination.uri, str(self.vm.uuid), self.timeout)
         there = hv.locate(self.source.uri, str(self.vm.uuid), self.timeout)
-        if not here.running:
+        if not here.exists:
             runs.finish(
                 self.run,
                 RunStatus.FAILED,
-                error=f"libvirt reported the move as done but the VM is not running on {self.destination}.",
-                outcome=f"Destination: {here.state or 'absent'}; source: {there.state or 'absent'}. An admin must check.",
+                error=f"libvirt reported the move as done but the VM is not on {self.destination}.",
+                outcome=f"Destination: absent; source: {there.state or 'absent'}. An admin must check.",
             )
             return
         record_moved(self.run)
+        # ---- validation phase: the run succeeds only when the VAL-* checks pass ----
+        self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
+        report = validation.run_phase(self.run)
+        if report.status == ValidationStatus.FAILED:
+            runs.finish(
+                self.run,
+                RunStatus.FAILED,
+                error=validation.failure_summary(report),
+                outcome=(
+                    f"The VM was left running on {self.destination} as it is; a move back to {self.source} "
+                    "can be planned from this run's page (audited and approved like any other plan)."
+                ),
+                pending_cleanup={},
+            )
+            return
+        # ---- end of validation phase ----
         outcome = f"Running on {self.destination}"
         if self.postcopy_started:
             outcome += " after switching to post-copy (libvirt reports no downtime for post-copy moves)"
         elif self.run.downtime_ms is not None:
             outcome += f"; the guest paused for {self.run.downtime_ms:.0f} ms"
+        outcome += f"; validation {report.get_status_display().lower()} in {(report.duration_ms or 0) / 1000:.1f} s"
         runs.finish(self.run, RunStatus.SUCCEEDED, outcome=outcome + ".", pending_cleanup={})
 
     def fail_safely(self, migration: hv.LiveMigration, error: HypervisorError) -> None:
         uuid = str(self.vm.uuid)
         there = hv.locate(self.source.uri, uuid, self.timeout)
         here = hv.locate(self.destination.uri, uuid, self.timeout)
-        if here.running and not there.running:
+        found = recovery.whereabouts(there, here)
+        if found == recovery.Whereabouts.MOVED:
             # the job reported an error after the switch (e.g. while confirming): the VM did move
             record_moved(self.run)
             runs.finish(
@@ -466,19 +455,10 @@ class LiveMove:
                 pending_cleanup={},
             )
             return
-        if self.aborted_by == "cancel":
-            status, message = RunStatus.CANCELLED, "Cancelled: the live move was aborted."
-        elif self.aborted_by == "policy":
-            status = RunStatus.FAILED
-            message = (
-                f"The guest did not converge: it dirties memory faster than it can be sent, even at the "
-                f"maximum downtime of {self.policy.steps[-1]} ms; the move was aborted as the plan says."
-            )
-        elif self.aborted_by == "timeout":
-            status = RunStatus.FAILED
-            message = f"The move took longer than the {runs.MAX_MOVE_SECONDS} s allowed and was aborted."
-        else:
-            status, message = RunStatus.FAILED, error.message
+        failure = recovery.live_failure(
+            self.aborted_by, error.message, max_downtime_ms=self.policy.steps[-1], max_move_s=runs.MAX_MOVE_SECONDS
+        )
+        status, message = failure.status, failure.message
         if there.running:
             where = f"The VM keeps running on {self.source}."
         elif there.exists:
@@ -498,38 +478,3 @@ class LiveMove:
             outcome=f"{message if status == RunStatus.CANCELLED else ''} {where} {cleanup_note}".strip(),
             pending_cleanup=pending,
         )
-
-
-def cleanup(run: MigrationRun) -> tuple[str, dict[str, Any]]:
-    """Remove what the move left on the destination. Returns (words, what is still pending)."""
-    pending: dict[str, Any] = dict(run.pending_cleanup or {})
-    if not pending:
-        return "", {}
-    host = Host.objects.get(pk=pending["host"])
-    try:
-        removed = hv.cleanup_destination(host.uri, pending["uuid"], pending.get("volumes", []))
-    except HostUnreachable:
-        return f"What it created on {host} will be removed when {host} answers again.", pending
-    except HypervisorError as exc:
-        return f"Cleaning {host} failed ({exc.message}); it will be retried.", pending
-    return (f"Removed from {host}: {', '.join(removed)}." if removed else ""), {}
-
-
-def record_moved(run: MigrationRun) -> None:
-    """The VM row follows the VM: host and state, then a sync of both hosts for the details (disks, NICs)."""
-    with transaction.atomic():
-        vm = VirtualMachine.objects.select_for_update().get(pk=run.vm_id)
-        before = vm.host_id
-        VirtualMachine.objects.filter(pk=vm.pk).update(host=run.destination_id, state="running", present=True)
-        auditlog.record(
-            None,
-            "vm.move",
-            vm,
-            before={"host": str(Host.objects.get(pk=before))},
-            after={"host": str(run.destination), "run": run.pk},
-        )
-    for host_id in (run.destination_id, run.source_id):
-        try:
-            sync_host(host_id)
-        except Exception:  # the row is already right; a sync failure only delays details
-            log.warning("sync after run %s failed", run.pk, exc_info=True)

@@ -15,30 +15,34 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from django.conf import settings
-
 from inventory.hypervisor import HostUnreachable, HypervisorError
 from inventory.hypervisor import lifecycle as hvl
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.storage import VolumeHost
 from migrations_app import events
 from migrations_app.choices import RunStatus
-from migrations_app.engine.live import cleanup
+from migrations_app.engine import runstate as runs
+from migrations_app.engine.shared import cleanup, record_moved
+from migrations_app.engine.shared import libvirt_timeout as _timeout
 from migrations_app.models import MigrationRun
-from migrations_app.services import runs
 
 log = logging.getLogger(__name__)
 
 
-def _timeout() -> float:
-    return float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15))
+def cold_state(run: MigrationRun) -> dict[str, Any]:
+    """What a cold move keeps for its rollback (`run.scratch["cold"]`; runs queued before the scratch
+    field existed kept it in their options)."""
+    return dict((run.scratch or {}).get("cold") or (run.options or {}).get("cold") or {})
 
 
-def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False) -> MigrationRun:
-    """Undo a cold move that did not finish, and record the outcome in words."""
+def roll_back(
+    run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool = False, status: str = ""
+) -> MigrationRun:
+    """Undo a cold move that did not finish, and record the outcome in words. `status`: the run's end
+    state after a clean rollback (default `rolled_back`; a failed validation ends `failed`)."""
     run.refresh_from_db()
     uuid = str(run.vm.uuid)
-    cold: dict[str, Any] = dict((run.options or {}).get("cold") or {})
+    cold = cold_state(run)
     events.run_changed(
         run, status=RunStatus.ROLLING_BACK, phase_detail="Rolling back: removing the copy, restarting the source"
     )
@@ -48,7 +52,7 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     # 1. the destination: stop our copy if it runs, then remove its definition and volumes
     here = hv.locate(run.destination.uri, uuid, _timeout())
     there = hv.locate(run.source.uri, uuid, _timeout())
-    if here.running:
+    if here.running or here.state in ("paused", "crashed", "pmsuspended"):  # active in any form
         if here.run_tag == str(run.pk) and not there.running:
             try:
                 hvl.destroy(run.destination.uri, uuid, _timeout())
@@ -108,13 +112,13 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
     if problems:
         summary += " An admin must check: " + "; ".join(problems) + "."
     cold["rolled_back"] = not problems
-    options = {**(run.options or {}), "cold": cold}
+    scratch = {**(run.scratch or {}), "cold": cold}
     if problems:
         status = RunStatus.FAILED
     elif cancelled:
         status = RunStatus.CANCELLED
     else:
-        status = RunStatus.ROLLED_BACK
+        status = status or RunStatus.ROLLED_BACK
     return runs.finish(
         run,
         status,
@@ -122,14 +126,14 @@ def roll_back(run: MigrationRun, *, reason: str, raw: str = "", cancelled: bool 
         error_raw=raw,
         outcome=(f"Cancelled. {summary}" if cancelled else summary),
         pending_cleanup=pending,
-        options=options,
+        scratch=scratch,
     )
 
 
 def resolve(run: MigrationRun) -> dict[str, Any]:
     """The reconciler's decision for a cold run whose worker stopped reporting."""
     uuid = str(run.vm.uuid)
-    cold: dict[str, Any] = dict((run.options or {}).get("cold") or {})
+    cold = cold_state(run)
     src = hv.locate(run.source.uri, uuid, _timeout())
     dst = hv.locate(run.destination.uri, uuid, _timeout())
     if not src.reachable or not dst.reachable:
@@ -149,8 +153,6 @@ def resolve(run: MigrationRun) -> dict[str, Any]:
     if dst.running and dst.run_tag == str(run.pk) and not src.running and run.status == RunStatus.VERIFYING:
         # the copy was verified and started; only the record is missing. Leave the source definition
         # (shut off) in place for an admin rather than guess that the checks would have passed.
-        from migrations_app.engine.live import record_moved
-
         record_moved(run)
         runs.finish(
             run,

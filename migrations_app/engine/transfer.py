@@ -37,10 +37,6 @@ DEFAULT_CHUNK = 32 * 1024 * 1024
 RESUME_WAIT_S = 120.0
 RECONNECT_POLL_S = 0.5
 
-#: Test-only fault injection: called as FAULT_HOOK(copy, chunk_index) after each acknowledged chunk.
-#: It may raise (an injected failure) or disturb a host (a daemon restart). None in production.
-FAULT_HOOK: Callable[[DiskCopy, int], None] | None = None
-
 
 class TransferFailed(OperationFailed):
     """The copy could not be completed or did not verify."""
@@ -216,8 +212,6 @@ class DiskCopy:
                 report.resumed_at.append(index)
                 continue
             acked = index + 1
-            if FAULT_HOOK is not None:
-                FAULT_HOOK(self, index)
             if self.progress is not None:
                 self.progress(min(report.size, acked * self.chunk_size), report)
             index += 1

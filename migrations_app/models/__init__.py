@@ -13,6 +13,7 @@ from .mappings import NetworkMapping
 from .notifications import Notification
 from .plans import MigrationPlan, PlanItem
 from .runs import MigrationRun, ProgressSample
+from .validation import Probe, ValidationReport, ValidationResult
 
 __all__ = [
     "Approval",
@@ -33,7 +34,10 @@ __all__ = [
     "NetworkMapping",
     "Override",
     "PlanItem",
+    "Probe",
     "Prediction",
     "ProgressSample",
     "RetainedDisk",
+    "ValidationReport",
+    "ValidationResult",
 ]

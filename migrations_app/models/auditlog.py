@@ -11,7 +11,7 @@ from django.db import models
 class AuditLogEntry(models.Model):
     """One state change: who did what to which object, with the values before and after.
 
-    Rows are only ever inserted (through `migrations_app.services.auditlog.record`); saving an
+    Rows are only ever inserted (through `migrations_app.auditlog.record`); saving an
     existing row or deleting one raises, the admin shows them read-only, and the database itself refuses
     UPDATE and DELETE of a row (a trigger, migration 0006).
     """

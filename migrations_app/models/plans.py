@@ -73,6 +73,9 @@ class MigrationPlan(models.Model):
 
     predicted_seconds = models.FloatField(null=True, blank=True)
     predicted_downtime_ms = models.FloatField(null=True, blank=True)
+    wave_plan = models.JSONField(
+        default=dict, blank=True, help_text="The waves the last audit planned: summary, timeline, problems."
+    )
 
     # the workflow (migrations_app.services.planstate is the only writer of `status`)
     status_reason = models.TextField(blank=True, help_text="Why the plan is in its state, in words.")

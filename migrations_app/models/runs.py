@@ -44,7 +44,15 @@ class MigrationRun(models.Model):
     setup_ms = models.FloatField(null=True, blank=True)
     elapsed_ms = models.FloatField(null=True, blank=True)
     completed_stats = models.JSONField(default=dict, blank=True)
-    options = models.JSONField(default=dict, blank=True, help_text="The migration parameters actually used.")
+    options = models.JSONField(
+        default=dict, blank=True, help_text="What the run is asked to do (migrations_app.engine.spec.RunSpec)."
+    )
+    scratch = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The engine's working state: what it used (libvirt flags, disks copied), rollback state, "
+        "transfer reports.",
+    )
 
     pending_cleanup = models.JSONField(
         default=dict,

@@ -3,7 +3,8 @@
 `run_audit` claims a queued audit, reads fresh facts from every host involved (each host once, one
 connection each), picks destinations for items that let the portal choose, resolves `auto` to live
 or cold per item, runs the whole CHECKS.md catalogue for every item, stores one result per check per
-item in one bulk insert, asks the prediction module for each item, and sets the plan ready or
+item in one bulk insert, predicts each item (`migrations_app.prediction`: the running guests' dirty
+rates and memory in use measured once per audit, all hosts at the same time) and sets the plan ready or
 blocked. A host that cannot be reached makes the checks that need it say `warn` (and RES-HOST
 `block`); it never makes the audit crash.
 
@@ -13,12 +14,9 @@ VMs (except for items whose destination the portal chooses, which read the defau
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from django.conf import settings
@@ -28,20 +26,22 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from inventory.hypervisor import HypervisorError
-from inventory.hypervisor.facts import FactsReader, GuestFacts, HostFacts
+from inventory.hypervisor.facts import FactsReader
 from inventory.models import Disk, Host, VirtualMachine
+from migrations_app import prediction
 from migrations_app.checks import REGISTRY, AuditEnvironment, Check, CheckContext, Outcome, blocking, evaluate, worst
 from migrations_app.choices import AuditStatus, Mode, PlanStatus, Severity
 from migrations_app.models import Audit, CheckResult, MigrationPlan, PlanItem, Prediction
-from migrations_app.services import planstate
+from migrations_app.services import planstate, waves
 from migrations_app.services.plans import default_network_map, default_storage_map, latest_audit, uncovered_blocks
-from vmportal.db import insert_many
+from vmportal.db import insert_many, update_many
 
 RESULT_FIELDS = ["audit", "item", "check_id", "area", "severity", "message", "evidence", "remediation"]
 
 log = logging.getLogger(__name__)
 
-PREDICTION_MODULE = "migrations_app.prediction"
+#: every column of a prediction but its id (written with `insert_many`)
+PREDICTION_FIELDS = [f.name for f in Prediction._meta.concrete_fields if not f.primary_key]
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,6 @@ class Candidate:
     memory_headroom: int  # bytes left after the move (free − reserve − inbound − this VM)
     vcpu_headroom: float  # vCPUs left under the overcommit ratio after the move
     reason: str
-
-
-@dataclass(frozen=True)
-class ItemFacts:
-    """What the audit read for one item, handed to the prediction module."""
-
-    source: HostFacts | None
-    destination: HostFacts | None
-    guest: GuestFacts | None
-    mode: str
 
 
 # ---- choosing destinations ---------------------------------------------------------------------------
@@ -158,13 +148,6 @@ def _items(plan: MigrationPlan) -> Any:
     )
 
 
-def _prediction_module() -> ModuleType | None:
-    """The prediction module, if it is installed (it is developed separately from the checks)."""
-    if importlib.util.find_spec(PREDICTION_MODULE) is None:
-        return None
-    return importlib.import_module(PREDICTION_MODULE)
-
-
 def _resolve(env: AuditEnvironment, item: PlanItem, plan_mode: str) -> tuple[str, dict[str, tuple[Check, Outcome]]]:
     """Pick the item's mode and return the results in that mode.
 
@@ -234,7 +217,7 @@ def evaluate_plan(
     """Run the catalogue over every item of a plan without storing anything.
 
     Picks destinations for items that let the portal choose and resolves each item's mode (on the
-    item instances, unsaved). With `predict`, the prediction module (if installed) is asked too.
+    item instances, unsaved). With `predict`, each item is predicted too.
     """
     items = list(_items(plan))
     if env is None:
@@ -255,21 +238,26 @@ def _evaluate(
         if item.destination_id is None and item.destination_auto:
             _choose_destination(env, item, plan.mode)
         env.host_facts(item.destination)
-    module = _prediction_module() if predict else None
+    # each running guest measured once, all source hosts at the same time, within a bounded time, while
+    # the checks run
+    collect = prediction.start_measuring(items) if predict else None
     audited = []
     for item in items:
         mode, outcome = _resolve(env, item, plan.mode)
         item.mode = mode
-        rows: list[Prediction] = []
-        if module is not None:
-            rows = _predict(module, item, plan, env, guests.get(item.pk), mode)
-            if rows:
-                env.predictions[item.pk] = {p.mode: p for p in rows}
-                # the window check compares against the prediction just made
-                ctx = CheckContext(env, item.vm, mode, item.destination, item, item.network_map, item.storage_map)
-                window = REGISTRY["PROC-WINDOW"]
-                outcome["PROC-WINDOW"] = (window, evaluate(ctx, [window])["PROC-WINDOW"][1])
-        audited.append(ItemAudit(item, mode, outcome, rows))
+        audited.append(ItemAudit(item, mode, outcome, []))
+    if collect is None:
+        return audited, env
+    measured = collect()
+    window = REGISTRY["PROC-WINDOW"]
+    for entry in audited:
+        item = entry.item
+        entry.predictions = _predict(item, plan, measured.get(item.pk))
+        if entry.predictions:
+            env.predictions[item.pk] = {p.mode: p for p in entry.predictions}
+            # the window check compares against the prediction just made
+            ctx = CheckContext(env, item.vm, entry.mode, item.destination, item, item.network_map, item.storage_map)
+            entry.results["PROC-WINDOW"] = (window, evaluate(ctx, [window])["PROC-WINDOW"][1])
     return audited, env
 
 
@@ -298,26 +286,36 @@ def _run(audit: Audit) -> dict[str, object]:
                     remediation=result.remediation,
                 )
             )
-    module = _prediction_module() if predictions else None
+    waves.assign(plan, env, items, predictions, timezone.now())
     stale = sorted(env.stale_hosts)
     with transaction.atomic():
         # One statement whatever the plan's size (bulk_create would batch ~16,000 rows of a 500-VM plan).
         insert_many(CheckResult, results, RESULT_FIELDS)
         for p in predictions:
             p.audit = audit
-        Prediction.objects.bulk_create(predictions, batch_size=2000)
-        PlanItem.objects.bulk_update(
+        # one statement each, whatever the plan's size
+        insert_many(Prediction, predictions, PREDICTION_FIELDS)
+        update_many(
+            PlanItem,
             items,
-            ["destination", "destination_reason", "destination_rejections", "mode", "network_map", "storage_map"],
-            batch_size=500,
+            [
+                "destination",
+                "destination_reason",
+                "destination_rejections",
+                "mode",
+                "network_map",
+                "storage_map",
+                "wave",
+            ],
         )
+        MigrationPlan.objects.filter(pk=plan.pk).update(wave_plan=plan.wave_plan)
         audit.worst = worst(severities)
         audit.status = AuditStatus.DONE
         audit.finished_at = timezone.now()
         audit.save(update_fields=["worst", "status", "finished_at"])
         plan_status = _set_plan_status(plan, audit)
-        if module is not None and hasattr(module, "plan_totals"):
-            totals = module.plan_totals(plan, predictions)
+        if predictions:
+            totals = prediction.plan_totals(plan, predictions)
             MigrationPlan.objects.filter(pk=plan.pk).update(
                 predicted_seconds=totals.seconds, predicted_downtime_ms=totals.downtime_ms
             )
@@ -362,23 +360,18 @@ def _choose_destination(env: AuditEnvironment, item: PlanItem, plan_mode: str) -
         item.destination_reason = f"No host passes the hard checks: {reasons}."[:300]
         return
     best = candidates[0]
-    env.destinations_changed()
     item.destination = best.host
+    env.destination_chosen(item)
     item.destination_reason = best.reason[:300]
     item.network_map = default_network_map(item.vm, best.host)
     item.storage_map = default_storage_map(item.vm, best.host)
 
 
-def _predict(
-    module: ModuleType, item: PlanItem, plan: MigrationPlan, env: AuditEnvironment, guest: GuestFacts | None, mode: str
-) -> list[Prediction]:
+def _predict(item: PlanItem, plan: MigrationPlan, facts: prediction.PredictionFacts | None) -> list[Prediction]:
     if item.destination is None:
         return []
-    facts = ItemFacts(
-        source=env.host_facts(item.vm.host), destination=env.host_facts(item.destination), guest=guest, mode=mode
-    )
     try:
-        rows: list[Prediction] = module.predict_item(item, plan, facts)
+        rows = prediction.predict_item(item, plan, facts)
     except HypervisorError as exc:
         log.warning("prediction of item %s failed: %s", item.pk, exc.message)
         return []

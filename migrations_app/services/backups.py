@@ -11,7 +11,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -20,6 +19,7 @@ from inventory.hypervisor.storage import VolumeHost
 from inventory.models import Host, VirtualMachine
 from inventory.permissions import require_admin
 from migrations_app.engine import backup as engine
+from migrations_app.engine.shared import libvirt_timeout
 from migrations_app.models import Backup, BackupState, RetainedDisk
 from migrations_app.services import auditlog
 
@@ -84,8 +84,7 @@ def restore_backup(
     return restored
 
 
-def retain_until() -> datetime:
-    return timezone.now() + timedelta(days=retention_days())
+retain_until = engine.retain_until
 
 
 def release_retained_disk(actor: Any, disk: RetainedDisk) -> bool:
@@ -100,7 +99,7 @@ def release_retained_disk(actor: Any, disk: RetainedDisk) -> bool:
 
 def _remove_retained(disk: RetainedDisk, by: str) -> None:
     if disk.host is not None:
-        store = VolumeHost(disk.host.uri, float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 15)))
+        store = VolumeHost(disk.host.uri, libvirt_timeout())
         try:
             store.delete(disk.path)
         finally:

@@ -20,7 +20,17 @@ from django.utils import timezone
 from inventory.models import Host
 from inventory.services import capacity
 from migrations_app.choices import TERMINAL_RUN_STATES, RunStatus
-from migrations_app.models import AuditLogEntry, MigrationPlan, MigrationRun, PlanItem, Prediction, ProgressSample
+from migrations_app.engine.spec import RunSpec
+from migrations_app.models import (
+    AuditLogEntry,
+    MigrationPlan,
+    MigrationRun,
+    PlanItem,
+    Prediction,
+    ProgressSample,
+    ValidationReport,
+    ValidationResult,
+)
 
 #: host fields that are large and never shown with a run
 HOST_BLOBS = ("cpu_xml", "domain_capabilities", "machine_types")
@@ -35,6 +45,10 @@ PHASES: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 #: ended without the VM moving (the timeline marks the phase it stopped in)
 STOPPED_STATES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
+#: states in which a run may have a validation report
+VALIDATED_STATES = frozenset(
+    {RunStatus.VERIFYING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.ROLLING_BACK}
+)
 #: the most chart points a snapshot carries; longer runs are thinned evenly (first and last kept)
 MAX_POINTS = 600
 #: runs listed as "moving now" on the fleet dashboard (plus those that ended in the last minutes)
@@ -70,7 +84,7 @@ def reached_index(run: MigrationRun, has_samples: bool) -> int:
 def timeline(run: MigrationRun, has_samples: bool) -> list[dict[str, str]]:
     """Each phase as done / current / stopped / todo / skipped (a backup the plan did not ask for)."""
     reached = reached_index(run, has_samples)
-    backup_asked = bool((run.options or {}).get("fresh_backup"))
+    backup_asked = RunSpec.of(run.options).fresh_backup
     rows = []
     for index, (key, label, _statuses) in enumerate(PHASES):
         if run.status == RunStatus.SUCCEEDED or index < reached:
@@ -165,10 +179,37 @@ def get_run(run_id: int) -> MigrationRun:
 
 
 def validation_snapshot(run: MigrationRun) -> dict[str, Any] | None:
-    """Post-migration validation of the run so far: {"status", "passed", "warned", "failed", "results": [
-    {"check_id", "severity", "message", "evidence"}]}, or None while there is none. The validation
-    reports themselves are not stored yet; their rows will fill this in."""
-    return None
+    """Post-migration validation of the run so far: {"status", "passed", "warned", "failed", "duration_ms",
+    "results": [{"check_id", "severity", "message", "evidence", "remediation", "at", …}]} in the order the
+    checks ran, or None while there is none. Two queries."""
+    from migrations_app.validation.phase import report_payload
+
+    report = ValidationReport.objects.filter(run_id=run.pk).first()
+    if report is None:
+        return None
+    return report_payload(report)
+
+
+def validations_by_run(run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each run's validation results, worst first, with the report's status: one query for any number of
+    runs (the plan page)."""
+    from migrations_app.validation.phase import counts, result_payload, worst_first
+
+    run_ids = list(run_ids)
+    if not run_ids:
+        return {}
+    rows = ValidationResult.objects.filter(report__run_id__in=run_ids).select_related("report")
+    by_run: dict[int, dict[str, Any]] = {}
+    for row in rows.order_by("at", "pk"):
+        entry = by_run.setdefault(
+            row.report.run_id,
+            {"status": row.report.status, "status_label": row.report.get_status_display(), "results": []},
+        )
+        entry["results"].append(result_payload(row))
+    for entry in by_run.values():
+        entry.update(counts([r["outcome"] for r in entry["results"]]))
+        entry["results"] = worst_first(entry["results"])
+    return by_run
 
 
 def run_snapshot(run: MigrationRun | int) -> dict[str, Any]:
@@ -234,7 +275,12 @@ def predictions(
     return chosen
 
 
-def item_progress(item: PlanItem, run: MigrationRun | None, prediction: Prediction | None) -> dict[str, Any]:
+def item_progress(
+    item: PlanItem,
+    run: MigrationRun | None,
+    prediction: Prediction | None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "item": item.pk,
         "vm": item.vm.name,
@@ -242,6 +288,7 @@ def item_progress(item: PlanItem, run: MigrationRun | None, prediction: Predicti
         "timeline": timeline(run, run.bytes_total > 0) if run else [],
         "predicted_s": prediction.duration_s if prediction else None,
         "predicted_downtime_ms": prediction.downtime_ms if prediction else None,
+        "validation": validation,
     }
 
 
@@ -265,7 +312,12 @@ def plan_progress(
     if runs is None:
         runs = latest_runs(i.pk for i in items)
     predicted = predictions(plan, items, by_mode)
-    return [item_progress(i, runs.get(i.pk), predicted.get(i.pk)) for i in items]
+    # only runs that got as far as validating can have a report (no query for a plan not that far yet)
+    checked = validations_by_run(r.pk for r in runs.values() if r.status in VALIDATED_STATES)
+    return [
+        item_progress(i, runs.get(i.pk), predicted.get(i.pk), checked.get(runs[i.pk].pk) if i.pk in runs else None)
+        for i in items
+    ]
 
 
 def approval_payload(approval: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from migrations_app.models import Audit, CheckResult, MigrationPlan, NetworkMapp
 from migrations_app.services import auditlog, planstate
 from vmportal import access
 from vmportal.access import Action
+from vmportal.db import insert_many
 
 MAX_PLAN_ITEMS = 500
 
@@ -60,13 +61,23 @@ class PlanError(ValueError):
 # ---- defaults ---------------------------------------------------------------------------------
 
 
+def mappings_to(destination: Host) -> dict[int, str]:
+    """source network id → destination network name: the admins' mappings onto `destination`, read once
+    per host object (an audit asks for every VM and every candidate host)."""
+    cached: dict[int, str] | None = destination.__dict__.get("_vmportal_mappings")
+    if cached is None:
+        cached = {
+            m.source_id: m.destination.name
+            for m in NetworkMapping.objects.filter(destination_host=destination).select_related("destination")
+        }
+        destination.__dict__["_vmportal_mappings"] = cached
+    return cached
+
+
 def default_network_map(vm: VirtualMachine, destination: Host) -> dict[str, str]:
     """mac → destination network name: the admins' mapping, else a same-named network, else "" (unmapped)."""
     dest_networks = {n.name for n in destination.networks.all() if n.present}
-    mappings = {
-        m.source_id: m.destination.name
-        for m in NetworkMapping.objects.filter(destination_host=destination).select_related("destination")
-    }
+    mappings = mappings_to(destination)
     result = {}
     for nic in vm.nics.all():
         mapped = mappings.get(nic.network_id) if nic.network_id else None
@@ -114,7 +125,8 @@ def offered_destinations() -> Any:
     return Host.objects.filter(enabled=True, maintenance=False).exclude(reachability=Reachability.UNREACHABLE)
 
 
-def _check_destination(destination: Host) -> None:
+def check_destination(destination: Host) -> None:
+    """Refuse a destination that is disabled, in maintenance or known to be unreachable."""
     if not destination.enabled:
         raise PlanError(f"Host {destination.name} is disabled and cannot receive VMs.")
     if destination.maintenance:
@@ -162,6 +174,7 @@ def create_plan(
     vm_ids: Iterable[int],
     destinations: dict[int, int | None] | None = None,
     destination_id: int | None = None,
+    max_items: int = MAX_PLAN_ITEMS,
     **options: Any,
 ) -> MigrationPlan:
     """Create a draft plan for VMs the requester may see, all of one team, and queue its audit.
@@ -173,8 +186,8 @@ def create_plan(
     ids = list(dict.fromkeys(int(i) for i in vm_ids))
     if not ids:
         raise PlanError("Choose at least one VM.")
-    if len(ids) > MAX_PLAN_ITEMS:
-        raise PlanError(f"A plan holds at most {MAX_PLAN_ITEMS} VMs; split the move into several plans.")
+    if len(ids) > max_items:
+        raise PlanError(f"A plan holds at most {max_items} VMs; split the move into several plans.")
     vms = list(_vm_queryset(requester).filter(pk__in=ids))
     if len(vms) != len(ids):
         raise PlanError("Some of the chosen VMs do not exist, are missing, or are not your team's.")
@@ -196,21 +209,26 @@ def create_plan(
     hosts_full = {h.pk: h for h in Host.objects.filter(pk__in=host_ids).prefetch_related("networks", "pools")}
     with transaction.atomic():
         plan = MigrationPlan.objects.create(requester=requester, team=team, **options)
+        items = []
         for vm in vms:
             dest = hosts_full.get(wanted.get(vm.pk))  # type: ignore[arg-type]
             if dest is not None:
-                _check_destination(dest)
+                check_destination(dest)
                 if dest.pk == vm.host_id:
                     raise PlanError(f"{vm.name} is already on {dest.name}; choose another destination.")
-            PlanItem.objects.create(
-                plan=plan,
-                vm=vm,
-                source=vm.host,
-                destination=dest,
-                destination_auto=dest is None,
-                network_map=default_network_map(vm, dest) if dest else {},
-                storage_map=default_storage_map(vm, dest) if dest else {},
+            items.append(
+                PlanItem(
+                    plan=plan,
+                    vm=vm,
+                    source=vm.host,
+                    destination=dest,
+                    destination_auto=dest is None,
+                    network_map=default_network_map(vm, dest) if dest else {},
+                    storage_map=default_storage_map(vm, dest) if dest else {},
+                )
             )
+        # one statement, however many VMs (nothing below needs the items' ids)
+        insert_many(PlanItem, items, [f.name for f in PlanItem._meta.concrete_fields if not f.primary_key])
         auditlog.record(requester, "plan.create", plan, after={"vms": [vm.name for vm in vms], **_option_values(plan)})
         request_audit(plan, reason="create", actor=requester)
     return plan
@@ -268,7 +286,7 @@ def update_item(
             dest = Host.objects.filter(pk=destination_id).first()
             if dest is None:
                 raise PlanError("That destination host does not exist.")
-            _check_destination(dest)
+            check_destination(dest)
             if dest.pk == item.vm.host_id:
                 raise PlanError(f"{item.vm.name} is already on {dest.name}.")
             item.destination, item.destination_auto = dest, False

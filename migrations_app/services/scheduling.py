@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from migrations_app import rules
 from migrations_app.choices import (
     TERMINAL_PLAN_STATES,
     TERMINAL_RUN_STATES,
@@ -132,9 +133,7 @@ def freeze_at(plan: MigrationPlan, at: datetime) -> Freeze | None:
 def fits_window(plan: MigrationPlan, window: Window | None = None) -> bool | None:
     """Whether the audit's prediction fits the plan's window (None: no window or no prediction)."""
     window = window or effective_window(plan)
-    if window.start is None or window.end is None or plan.predicted_seconds is None:
-        return None
-    return plan.predicted_seconds <= (window.end - max(window.start, timezone.now())).total_seconds()
+    return rules.fits_window(plan.predicted_seconds, window.start, window.end, timezone.now())
 
 
 def _when(at: datetime) -> str:

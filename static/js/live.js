@@ -75,6 +75,7 @@
 
   // ---- validation results (post-migration checks, one by one) --------------------------------------
   function addValidation(scope, result) {
+    if (!result || !result.check_id) return;  // the report's closing summary carries no result
     const table = scope.querySelector("[data-validation-table]");
     const list = scope.querySelector("[data-validation-list]");
     const empty = scope.querySelector("[data-validation-empty]");

@@ -58,9 +58,7 @@ def test_run_audit_stores_every_check_for_every_item_and_blocks_the_plan(
     assert plan.status == PlanStatus.PENDING_APPROVAL
 
 
-def test_a_clean_plan_becomes_ready_with_predictions_when_the_module_exists(
-    lab_guests: LabGuests, plan_move: Planner
-) -> None:
+def test_a_clean_plan_becomes_ready_with_predictions(lab_guests: LabGuests, plan_move: Planner) -> None:
     guest = lab_guests.define("h1", nics=[NicSpec("app-net")], start=False)
     plan = plan_move(guest, "h2", mode="auto")
     summary = _audit(plan)
@@ -70,9 +68,41 @@ def test_a_clean_plan_becomes_ready_with_predictions_when_the_module_exists(
     plan.refresh_from_db()
     audit = latest_audit(plan)
     assert audit is not None
-    if audit.predictions.exists():
-        assert {p.mode for p in audit.predictions.all()} <= {"live", "cold"}
-        assert plan.predicted_seconds is not None
+    assert {p.mode for p in audit.predictions.all()} == {"live", "cold"}
+    assert plan.predicted_seconds is not None
+
+
+def test_the_audit_measures_each_running_guest_once_and_the_prediction_uses_it(
+    lab_guests: LabGuests, plan_move: Planner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inventory.hypervisor import measure
+
+    calls: list[tuple[str, list[str]]] = []
+    real = measure.dirty_rates
+
+    def counted(uri: str, uuids: list[str], *args: Any, **kwargs: Any) -> Any:
+        calls.append((uri, list(uuids)))
+        return real(uri, uuids, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "dirty_rates", counted)
+    running = [lab_guests.define(host, nics=[NicSpec(net)]) for host, net in (("h1", "app-net"), ("h1", "app-net"))]
+    running.append(lab_guests.define("h3", nics=[NicSpec("applan")]))
+    stopped = lab_guests.define("h1", nics=[NicSpec("app-net")], start=False)
+    plan = plan_move([*running, stopped], "h2", mode="auto")
+    summary = _audit(plan)
+    assert summary["status"] == AuditStatus.DONE, summary
+    # one dirty-rate period per source host, each running guest in exactly one of them
+    measured = sorted(u for _uri, uuids in calls for u in uuids)
+    assert measured == sorted(g.uuid for g in running)
+    assert len(calls) == 2
+    audit = latest_audit(plan)
+    assert audit is not None
+    live = {p.item.vm.name: p for p in audit.predictions.filter(mode="live").select_related("item__vm")}
+    for guest in running:
+        # what the audit measured is what the prediction used (not measured again on its own)
+        assert live[guest.name].inputs["dirty_rate_source"] == "measured: libvirt dirty-rate calculation"
+        assert live[guest.name].inputs["dirty_rate_bps"] is not None
+    assert live[stopped.name].inputs["dirty_rate_source"] == "the VM is not running"
 
 
 def test_the_requester_cannot_override_their_own_plan(lab_guests: LabGuests, plan_move: Planner, people: dict) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,7 +34,12 @@ def cold_item(
     options.setdefault("shutdown_timeout_s", 5)
     options.setdefault("allow_force_off", True)  # SeaBIOS guests never finish a graceful shutdown
     plan = MigrationPlan.objects.create(
-        name=f"move {guest.name}", requester=personas["alice"], team=personas["payments"], mode=mode, **options
+        name=f"move {guest.name}",
+        requester=personas["alice"],
+        team=personas["payments"],
+        mode=mode,
+        status="approved",
+        **options,
     )
     storage = default_storage_map(vm, dest)
     for target in storage:
@@ -57,10 +62,25 @@ def forget_later(lab_guests: LabGuests, guest: Guest, *names: str) -> None:
         lab_guests.volumes += [(d["pool"], d["volume"]) for d in backup.disks]
 
 
+FaultHook = Callable[[Callable[[transfer.DiskCopy, int], None] | None], None]
+
+
 @pytest.fixture
-def fault_hook() -> Iterator[None]:
-    """Tests set transfer.FAULT_HOOK; it is always cleared afterwards."""
-    try:
-        yield
-    finally:
-        transfer.FAULT_HOOK = None
+def fault_hook(monkeypatch: pytest.MonkeyPatch) -> FaultHook:
+    """fault_hook(fn): from now on fn(copy, chunk_index) is called after each chunk a disk copy has sent
+    and the destination acknowledged (it may raise, or disturb a host); fault_hook(None) stops it.
+    Undone after the test."""
+    send = transfer.DiskCopy._send
+
+    def install(hook: Callable[[transfer.DiskCopy, int], None] | None) -> None:
+        if hook is None:
+            monkeypatch.setattr(transfer.DiskCopy, "_send", send)
+            return
+
+        def send_then_hook(copy: transfer.DiskCopy, index: int) -> None:
+            send(copy, index)
+            hook(copy, index)
+
+        monkeypatch.setattr(transfer.DiskCopy, "_send", send_then_hook)
+
+    return install

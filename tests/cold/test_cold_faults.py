@@ -14,7 +14,7 @@ from migrations_app.engine import cold, transfer
 from migrations_app.models import MigrationRun
 from migrations_app.services.runs import request_cancel, start_item
 from tests.base import labctl
-from tests.cold.conftest import cold_item, forget_later
+from tests.cold.conftest import FaultHook, cold_item, forget_later
 from tests.labguests import DiskSpec, Guest, LabGuests, NicSpec
 
 pytestmark = [pytest.mark.lab]
@@ -46,7 +46,7 @@ def test_a_failure_injected_during_the_copy_rolls_back(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
     monkeypatch: Any,
     settings: Any,
 ) -> None:
@@ -58,7 +58,7 @@ def test_a_failure_injected_during_the_copy_rolls_back(
         if index == 1:
             raise OSError("injected: the storage network went away")
 
-    transfer.FAULT_HOOK = fail
+    fault_hook(fail)
     run = start_item(people["alice"], item)
     cold.execute(run.pk)
     run.refresh_from_db()
@@ -76,7 +76,7 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
     monkeypatch: Any,
     settings: Any,
 ) -> None:
@@ -104,7 +104,7 @@ def test_cancel_during_a_cold_copy_rolls_back_cleanly(
         worker.start()
         worker.join()
 
-    transfer.FAULT_HOOK = cancel_from_elsewhere
+    fault_hook(cancel_from_elsewhere)
     cold.execute(run.pk)
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
@@ -119,7 +119,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
     monkeypatch: Any,
     settings: Any,
 ) -> None:
@@ -143,7 +143,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
         restarter.append(threading.Thread(target=restart))
         restarter[0].start()
 
-    transfer.FAULT_HOOK = restart_h3
+    fault_hook(restart_h3)
     try:
         run = start_item(people["alice"], item)
         cold.execute(run.pk)
@@ -155,7 +155,7 @@ def test_a_copy_interrupted_by_restarting_the_destination_daemon_resumes_and_ver
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     assert restarted.is_set()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     print(
         f"\ncopy of a {report['size']} B file ({report['data_bytes']} B data) across a daemon restart: "
         f"faults {report['faults']}, resumed at chunk(s) {report['resumed_at']}, data sent {report['bytes_sent']} B, "
@@ -177,7 +177,7 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
     lab_guests: LabGuests,
     lab_hosts: dict[str, Host],
     people: dict[str, Any],
-    fault_hook: None,
+    fault_hook: FaultHook,
     monkeypatch: Any,
     settings: Any,
 ) -> None:
@@ -193,11 +193,11 @@ def test_a_cold_run_whose_worker_died_mid_copy_is_rolled_back_by_the_reconciler(
         if index == 1:
             raise WorkerDied()
 
-    transfer.FAULT_HOOK = die
+    fault_hook(die)
     run = start_item(people["alice"], item)
     with pytest.raises(WorkerDied):
         cold.execute(run.pk)
-    transfer.FAULT_HOOK = None
+    fault_hook(None)
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING

@@ -80,11 +80,11 @@ def test_cold_move_converts_vmdk_to_qcow2_maps_the_network_and_keeps_the_source_
     # progress in bytes, and the copies verified
     samples = list(run.samples.order_by("at", "pk"))
     assert samples and samples[-1].phase == "done" and samples[-1].percent == 100
-    total = sum(t["size"] for t in run.options["transfers"])
+    total = sum(t["size"] for t in run.scratch["transfers"])
     assert samples[-1].bytes_total == total == samples[-1].bytes_processed
     assert [s.bytes_processed for s in samples] == sorted(s.bytes_processed for s in samples)
-    assert all(t["verified"] for t in run.options["transfers"])
-    assert {t["target"]: t["format"] for t in run.options["transfers"]} == {"vda": "qcow2", "vdb": "raw"}
+    assert all(t["verified"] for t in run.scratch["transfers"])
+    assert {t["target"]: t["format"] for t in run.scratch["transfers"]} == {"vda": "qcow2", "vdb": "raw"}
 
     # the backup was taken first (VM stopped: by copy), verified
     backup = Backup.objects.get(run=run)
@@ -120,7 +120,7 @@ def test_a_mostly_empty_2_gib_image_costs_io_in_proportion_to_its_data(
     run.refresh_from_db()
     forget_later(lab_guests, guest, f"{guest.name}-vda.raw")
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.error_raw, run.outcome)
-    report = run.options["transfers"][0]
+    report = run.scratch["transfers"][0]
     size = 2048 * MiB
     dest_path = f"/srv/vmportal-lab/local/{guest.name}-vda.raw"
     allocated = _allocated("h2", dest_path)

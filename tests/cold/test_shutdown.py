@@ -29,7 +29,7 @@ def test_a_linux_guest_shuts_down_gracefully_and_boots_on_the_destination(
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, (run.error, run.outcome)
     assert "The VM was shut down;" in run.outcome  # not forced off
-    assert run.options["cold"]["shutdown"] == "shut down"
+    assert run.scratch["cold"]["shutdown"] == "shut down"
     assert lab_guests.where(guest) == {"h2": "running"}
     new_boot = wait_for(lambda: http(ip, "/cgi-bin/bootid"), timeout=90)
     assert new_boot and new_boot != old_boot  # a cold move boots the guest again, now on h2

@@ -62,7 +62,12 @@ def plan_item(
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
     dest = Host.objects.prefetch_related("networks", "pools").get(pk=hosts[destination].pk)
     plan = MigrationPlan.objects.create(
-        name=f"move {guest.name}", requester=people["alice"], team=people["payments"], mode="live", **options
+        name=f"move {guest.name}",
+        requester=people["alice"],
+        team=people["payments"],
+        mode="live",
+        status="approved",
+        **options,
     )
     return PlanItem.objects.create(
         plan=plan,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
+from inventory.hypervisor.domxml import METADATA_NS
 from tests.labguests import Guest, LabGuests, random_mac
 
 BOOT_DIR = "/srv/vmportal-lab/boot"
@@ -38,26 +39,69 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, interval: flo
     raise AssertionError(f"gave up waiting after {timeout:.0f} s")
 
 
-def define_linux(guests: LabGuests, host: str, ip: str, *, memory_mib: int = 256, network: str = "app-net") -> Guest:
-    """A small Linux guest (the lab's kernel and initramfs) with its own IP; removed after the test."""
+#: the initramfs with the QEMU guest agent (lab/labctl writes it under this name)
+AGENT_INITRD = f"{BOOT_DIR}/initrd-agent.img"
+
+
+def define_linux(
+    guests: LabGuests,
+    host: str,
+    ip: str,
+    *,
+    memory_mib: int = 256,
+    network: str = "app-net",
+    agent: bool = False,
+    data_disk: bool = False,
+    nic_filter: str = "",
+    onboot_url: str = "",
+    team: str = "",
+) -> Guest:
+    """A small Linux guest (the lab's kernel and initramfs) with its own IP; removed after the test.
+
+    `agent`: the QEMU guest agent runs in it (its channel is defined); `data_disk`: a qcow2 data disk
+    (vda, local pool) mounted at /data; `nic_filter`: a network filter on its NIC; `onboot_url`: the guest
+    asks this URL once at boot and panics a few seconds later when it answers "panic N"."""
     name = f"t-linux-{uuid_lib.uuid4().hex[:6]}"
     guest_uuid = str(uuid_lib.uuid4())
     mac = random_mac()
     virt = "kvm" if guests.lab.get("kvm") else "qemu"
+    cmdline = f"console=ttyS0 panic=-1 quiet ip={ip}::{GATEWAY}:255.255.255.0:{name}:eth0:off"
+    disks, disk_info = "", []
+    if data_disk:
+        volume = f"{name}-vda.qcow2"
+        path = guests.volume(host, "local", volume, "qcow2", 32)
+        disks = (
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{escape(path)}'/>"
+            "<target dev='vda' bus='virtio'/></disk>"
+        )
+        disk_info.append({"target": "vda", "path": path, "pool": "local", "format": "qcow2", "volume": volume})
+        cmdline += " vmportal.data=vda"
+    if onboot_url:
+        cmdline += f" vmportal.onboot={onboot_url}"
+    team_xml = (
+        f"<metadata><vmportal:owner xmlns:vmportal='{METADATA_NS}'><vmportal:team>{escape(team)}"
+        "</vmportal:team></vmportal:owner></metadata>"
+        if team
+        else ""
+    )
+    filt = f"<filterref filter='{escape(nic_filter)}'/>" if nic_filter else ""
+    channel = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>" if agent else ""
     xml = (
-        f"<domain type='{virt}'><name>{name}</name><uuid>{guest_uuid}</uuid>"
+        f"<domain type='{virt}'><name>{name}</name><uuid>{guest_uuid}</uuid>{team_xml}"
         f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
         f"<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{BOOT_DIR}/vmlinux</kernel>"
-        f"<initrd>{BOOT_DIR}/initrd.img</initrd>"
-        f"<cmdline>console=ttyS0 panic=-1 quiet ip={ip}::{GATEWAY}:255.255.255.0:{name}:eth0:off</cmdline></os>"
+        f"<initrd>{AGENT_INITRD if agent or data_disk or onboot_url else BOOT_DIR + '/initrd.img'}</initrd>"
+        f"<cmdline>{escape(cmdline)}</cmdline></os>"
         f"<features><acpi/><apic/></features><on_crash>preserve</on_crash>"
-        f"<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        f"<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>{disks}"
         f"<interface type='network'><mac address='{mac}'/><source network='{escape(network)}'/>"
-        f"<model type='virtio'/><rom enabled='no'/></interface><controller type='usb' model='none'/>"
-        f"<serial type='pty'><target port='0'/></serial><panic model='isa'/></devices></domain>"
+        f"<model type='virtio'/>{filt}<rom enabled='no'/></interface><controller type='usb' model='none'/>"
+        f"<serial type='pty'><target port='0'/></serial>"
+        f"<console type='pty'><target type='serial' port='0'/></console>{channel}"
+        f"<panic model='isa'/></devices></domain>"
     )
     dom = guests.conn(host).defineXML(xml)
-    guest = Guest(name=name, uuid=guest_uuid, host=host, macs=[mac])
+    guest = Guest(name=name, uuid=guest_uuid, host=host, macs=[mac], disks=disk_info)
     guests.created.append(guest)
     dom.create()
     wait_for(lambda: http(ip, "/cgi-bin/bootid"), timeout=90)

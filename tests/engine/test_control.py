@@ -6,6 +6,8 @@ import threading
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from inventory.models import Host
 from migrations_app.choices import RunStatus
@@ -45,6 +47,14 @@ def test_cancel_during_a_slow_live_move_leaves_the_vm_running_on_the_source(
     wait_for(lambda: MigrationRun.objects.get(pk=run.pk).samples.filter(bytes_processed__gt=0).count() >= 2)
     run.refresh_from_db()
     assert run.status == RunStatus.TRANSFERRING and run.percent < 100
+    # the fleet dashboard shows the move in flight
+    client = Client()
+    client.force_login(people["alice"])
+    page = client.get(reverse("inventory:dashboard")).content.decode()
+    moving = page[page.index('id="moving-title"') :]
+    moving = moving[: moving.index("</section>")]
+    assert guest.name in moving and "<table data-moving>" in moving
+    assert "data-moving-empty hidden" in moving
     request_cancel(people["alice"], run)
     thread.join(timeout=120)
     assert not thread.is_alive()

@@ -58,7 +58,7 @@ def test_live_move_over_shared_storage_lands_on_the_mapped_network(
     info = _check_moved(run, lab_guests, guest, "h2", "app-lan")
     assert [d.source for d in info.disks] == [guest.disks[0]["path"]]  # same file: memory only
     run.refresh_from_db()
-    assert "non_shared_disk" not in run.options["flags"]
+    assert "non_shared_disk" not in run.scratch["flags"]
 
 
 def test_live_move_with_local_disks_copies_them_into_the_mapped_pool(
@@ -80,8 +80,8 @@ def test_live_move_with_local_disks_copies_them_into_the_mapped_pool(
     live.execute(run.pk)
     info = _check_moved(run, lab_guests, guest, "h3", "applan")
     run.refresh_from_db()
-    assert {"non_shared_disk", "synchronous_writes"} <= set(run.options["flags"])
-    assert sorted(run.options["copy_disks"]) == ["vda", "vdb"]
+    assert {"non_shared_disk", "synchronous_writes"} <= set(run.scratch["flags"])
+    assert sorted(run.scratch["copy_disks"]) == ["vda", "vdb"]
     pool = lab_guests.conn("h3").storagePoolLookupByName("local")
     pool.refresh(0)
     for disk in info.disks:

@@ -179,9 +179,15 @@ def setup_rows(people: dict[str, Any]) -> dict[str, Any]:
     vm = VirtualMachine.objects.create(
         uuid=uuid.uuid4(), name="vm", host=src, state=PowerState.RUNNING, memory=GIB, team=people["payments"]
     )
-    Disk.objects.create(vm=vm, target="vda", pool=pools["src", "shared"], capacity=10 * GIB, allocation=GIB)
-    Disk.objects.create(vm=vm, target="vdb", pool=pools["src", "local"], capacity=8 * GIB, allocation=200 * MIB)
-    Disk.objects.create(vm=vm, target="hdc", device="cdrom", capacity=700 * MIB, allocation=700 * MIB)
+    Disk.objects.create(
+        vm=vm, target="vda", source="/shared/vda.qcow2", pool=pools["src", "shared"], capacity=10 * GIB, allocation=GIB
+    )
+    Disk.objects.create(
+        vm=vm, target="vdb", source="/local/vdb.raw", pool=pools["src", "local"], capacity=8 * GIB, allocation=200 * MIB
+    )
+    Disk.objects.create(
+        vm=vm, target="hdc", source="/iso/os.iso", device="cdrom", capacity=700 * MIB, allocation=700 * MIB
+    )
     plan = MigrationPlan.objects.create(name="p", requester=people["alice"], team=people["payments"])
     item = PlanItem.objects.create(
         plan=plan,
@@ -227,6 +233,15 @@ def test_moving_a_shared_disk_to_another_pool_copies_it(setup_rows: dict[str, An
     item.storage_map["vda"] = {"pool": "local", "format": "qcow2"}
     preds = pr.predict_item(item, setup_rows["plan"], FACTS)
     assert preds[0].bytes_to_copy == GIB + 200 * MIB
+
+
+@pytest.mark.django_db
+def test_a_pool_of_the_same_name_that_is_not_shared_on_the_destination_gets_a_copy(setup_rows: dict[str, Any]) -> None:
+    StoragePool.objects.filter(host=setup_rows["dst"], name="shared").update(shared_by_admin=False)
+    preds = pr.predict_item(setup_rows["item"], setup_rows["plan"], FACTS)
+    assert preds[0].bytes_to_copy == GIB + 200 * MIB
+    vda = next(d for d in preds[0].inputs["disks"] if d["target"] == "vda")
+    assert vda["copied"] and vda["bytes_to_copy"] == GIB
 
 
 @pytest.mark.django_db

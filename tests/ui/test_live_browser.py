@@ -171,6 +171,9 @@ def test_an_owner_plans_a_move_and_watches_it_live_to_the_end(
     expect(run_page.locator("[data-run-chart] canvas")).to_have_count(1)
     seen_percent = [int(row.locator("progress[data-field=progress]").evaluate("p => p.value"))]
     mid = shot(run_page, "run-mid-move")
+    # no validation yet: its results arrive after the switch-over
+    run_page.evaluate("window.__sameDocument = true")
+    expect(run_page.locator("[data-validation] [data-validation-table] tbody tr")).to_have_count(0)
     assert MigrationRun.objects.get(pk=run.pk).status not in (RunStatus.SUCCEEDED, RunStatus.FAILED)
     for _ in range(20):
         seen_percent.append(int(row.locator("progress[data-field=progress]").evaluate("p => p.value")))
@@ -185,6 +188,15 @@ def test_an_owner_plans_a_move_and_watches_it_live_to_the_end(
     expect(run_page.locator("[data-field=duration]")).to_have_text(re.compile(r"^\d+\.\d s$"))  # re-read at the end
     phases = run_page.locator("[data-timeline] li").evaluate_all("els => els.map(e => e.className)")
     assert set(phases) == {"phase phase-done"}, phases  # the backup was taken, so nothing is skipped
+    # the validation report filled in check by check, on the same document
+    checks = run_page.locator("[data-validation] [data-validation-table] tbody tr")
+    expect(checks).to_have_count(12, timeout=30_000)
+    expect(run_page.locator("[data-validation] [data-validation-table]")).to_be_visible()
+    expect(checks.first).to_contain_text("VAL-RUNNING")
+    expect(run_page.locator("[data-validation] [data-field=validation_summary]")).to_contain_text(
+        re.compile(r"^(passed|warned)")
+    )
+    assert run_page.evaluate("window.__sameDocument") is True
     end = shot(run_page, "run-finished")
     expect(row.locator("[data-field=status_label]")).to_have_text("Succeeded")
     expect(row.locator("[data-field=percent]")).to_have_text("100%")

@@ -28,6 +28,7 @@ from migrations_app.models import (
     MigrationRun,
     NetworkMapping,
     Notification,
+    Probe,
     StandardChangePolicy,
 )
 from tests.workflow.conftest import login, pending
@@ -49,7 +50,8 @@ def _walk(patterns: list[Any], namespace: str | None = None) -> Any:
 
 ROUTES = {name: pattern for name, pattern in _walk(get_resolver().url_patterns)}
 SITE_ADMIN = sorted(n for n in ROUTES if n.split(":")[0] in ("admin", "django_rq"))
-PORTAL = sorted(n for n in ROUTES if n not in SITE_ADMIN)
+#: the REST API's routes have their own matrix (tests/api/test_api_matrix.py): JSON answers, 401 not a login page
+PORTAL = sorted(n for n in ROUTES if n not in SITE_ADMIN and not n.startswith("api:"))
 
 
 def outcomes(
@@ -82,6 +84,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "inventory:vm_list": {"GET": EVERYONE},
     "inventory:vm_detail": {"GET": TEAM_VIEW},
     "inventory:vm_assign_team": {"POST": outcomes("403", "404", "ok", "403")},
+    "inventory:vm_set_group": {"POST": TEAM_CHANGE},
     "migrations_app:plan_list": {"GET": EVERYONE},
     "migrations_app:plan_create": {"GET": PLANNERS, "POST": PLANNERS},
     "migrations_app:plan_detail": {"GET": TEAM_VIEW},
@@ -98,6 +101,11 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "migrations_app:approval_queue": {"GET": ADMINS_AND_AUDITORS},
     "runs:run_detail": {"GET": TEAM_VIEW},
     "runs:run_cancel": {"POST": TEAM_CHANGE},
+    "runs:run_validation": {"GET": TEAM_VIEW},
+    "runs:run_validation_json": {"GET": TEAM_VIEW},
+    "runs:run_move_back": {"POST": TEAM_CHANGE},
+    "runs:vm_probes": {"GET": outcomes("ok", "404", "ok", "ok"), "POST": outcomes("ok", "404", "ok", "403")},
+    "runs:probe_delete": {"POST": outcomes("ok", "404", "ok", "403")},
     "runs:history": {"GET": EVERYONE},
     "runs:export_csv": {"GET": EVERYONE},
     "runs:export_json": {"GET": EVERYONE},
@@ -118,6 +126,8 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "notifications": {"GET": EVERYONE},
     "notifications_read": {"POST": EVERYONE},
     "audit_log": {"GET": ADMINS_AND_AUDITORS},
+    "account_tokens": {"GET": EVERYONE, "POST": EVERYONE},
+    "account_token_revoke": {"POST": outcomes("ok", "404", "404", "404", approver_own="404")},
 }
 
 #: what a form action is sent (enough for the action to run, so "ok" means it really went through)
@@ -126,9 +136,12 @@ POST_DATA: dict[str, dict[str, Any]] = {
     "migrations_app:plan_decide": {"decision": "approve", "comment": "Looks fine to me."},
     "migrations_app:plan_cancel": {"confirm": "yes"},
     "runs:run_cancel": {"confirm": "yes"},
+    "runs:vm_probes": {"kind": "tcp", "port": "22"},
     "migrations_app:plan_review": {"comment": "Reviewed."},
     "migrations_app:plan_emergency": {"justification": "The host is failing right now.", "confirm": "on"},
     "manage:team_member_add": {"username": "bob"},
+    "account_tokens": {"name": "a script"},
+    "inventory:vm_set_group": {"group": "shop"},
 }
 
 
@@ -145,6 +158,7 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
     item = plan_a.items.select_related("vm").get()
     run = MigrationRun.objects.create(item=item, vm=item.vm, source=world["src"], destination=world["dst"], mode="live")
     Notification.objects.create(user=world["alice"], plan=plan_a, verb="plan.pending_approval", title="t")
+    probe = Probe.objects.create(vm=item.vm, kind="tcp", port=80)
     from datetime import timedelta
 
     from django.utils import timezone
@@ -157,15 +171,32 @@ def scene(world: dict[str, Any]) -> dict[str, Any]:
         "approval-rules": ApprovalRule.objects.create(min_vms=10, approvers=2),
         "network-mappings": NetworkMapping.objects.get(),
     }
-    return {**world, "plan_a": plan_a, "plan_c": plan_c, "run": run, "settings_rows": settings_rows}
+    from api.tokens import create as create_token
+
+    alice_token = create_token(world["alice"], "alice's script")[0]
+    return {
+        **world,
+        "plan_a": plan_a,
+        "plan_c": plan_c,
+        "run": run,
+        "probe": probe,
+        "settings_rows": settings_rows,
+        "alice_token": alice_token,
+    }
 
 
 def _kwargs(name: str, pattern: URLPattern, scene: dict[str, Any], persona: str) -> dict[str, Any]:
     plan = scene["plan_c" if persona == "approver_own" else "plan_a"]
     values: dict[str, Any] = {}
     for key in pattern.pattern.converters:  # type: ignore[attr-defined]
-        if key == "pk" and name.startswith("runs:run_"):
+        if key == "pk" and name == "account_token_revoke":
+            values[key] = scene["alice_token"].pk
+        elif key == "pk" and name.startswith("runs:run_"):
             values[key] = scene["run"].pk
+        elif key == "pk" and name == "runs:probe_delete":
+            values[key] = scene["probe"].pk
+        elif key == "vm_id":
+            values[key] = scene["plan_a"].items.get().vm_id
         elif key == "pk" and name.startswith("manage:"):
             values[key] = scene["settings_rows"][name.split(":")[1].rsplit("_", 1)[0]].pk
         elif key == "pk":

@@ -11,6 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("hosts", nargs="*", help="Host names; default: all enabled hosts.")
+        parser.add_argument(
+            "--queue", action="store_true", help="Queue the syncs for the workers instead of running them here."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         hosts = Host.objects.filter(enabled=True)
@@ -19,6 +22,14 @@ class Command(BaseCommand):
             missing = set(options["hosts"]) - set(hosts.values_list("name", flat=True))
             if missing:
                 raise CommandError(f"Unknown host(s): {', '.join(sorted(missing))}")
+        if options["queue"]:
+            from inventory.jobs import enqueue_sync
+
+            ids = list(hosts.values_list("pk", flat=True))
+            for host_id in ids:
+                enqueue_sync(host_id)
+            self.stdout.write(f"{len(ids)} host sync(s) queued.")
+            return
         for host in hosts:
             result = sync_host(host.pk)
             if result.ok:

@@ -1,0 +1,1 @@
+"""The `vmportal` command line: talks to a portal's REST API with a personal token."""
