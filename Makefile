@@ -6,7 +6,7 @@ PORT ?= 8000
 BIND ?= 127.0.0.1
 export VMPORTAL_DEBUG ?= 1
 
-.PHONY: run test lab lab-down lab-purge lint bench bootstrap bootstrap-test migrate
+.PHONY: run test lab lab-down lab-purge lint bench chaos bootstrap bootstrap-test migrate
 
 bootstrap:
 	@scripts/bootstrap run
@@ -53,3 +53,10 @@ lint: bootstrap-test
 bench: export VMPORTAL_TESTING := 1
 bench: bootstrap-test lab
 	@$(PY) -m bench $(BENCH)
+
+## make chaos: the fault campaign at full size (CHAOS_MOVES moves of a busy guest, a random fault each)
+CHAOS_MOVES ?= 30
+chaos: export VMPORTAL_DEBUG := 0
+chaos: export VMPORTAL_TESTING := 1
+chaos: bootstrap-test lab
+	@VMPORTAL_CHAOS_MOVES=$(CHAOS_MOVES) $(VENV)/bin/pytest tests/chaos -q -s -p no:cacheprovider $(PYTEST_ARGS)

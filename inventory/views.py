@@ -176,6 +176,7 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
         raise Http404("No such VM, or it is not one of your teams' VMs.") from None
     form = AssignTeamForm(initial={"team": vm.team}) if is_admin(request.user) else None
     from migrations_app.services.backups import backups_of, retained_disks_of  # backups section (issue 5)
+    from migrations_app.services.runs import active_run_of
 
     return render(
         request,
@@ -188,6 +189,7 @@ def vm_detail(request: HttpRequest, uuid: uuid_lib.UUID) -> HttpResponse:
             "may_set_group": access.allowed(request.user, Action.PLAN_CREATE, vm),
             "backups": backups_of(vm)[:20],
             "retained_disks": retained_disks_of(vm),
+            "moving": active_run_of(vm),
         },
     )
 

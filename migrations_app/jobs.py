@@ -66,14 +66,21 @@ def enqueue_migration(run_id: int) -> str:
 
 def adopt_run(run_id: int) -> dict[str, object]:
     """Watch a move whose worker died while libvirt kept moving the VM; record the outcome."""
+    from rq import get_current_job
+
     from migrations_app.services import reconcile
 
-    return reconcile.adopt(run_id)
+    job = get_current_job()
+    return reconcile.adopt(run_id, job_id=job.id if job else "")
 
 
-def enqueue_adopt(run_id: int) -> str:
+def enqueue_adopt(run_id: int, *, job_id: str | None = None) -> str:
     job = django_rq.get_queue(MIGRATION_QUEUE).enqueue(
-        adopt_run, run_id, job_timeout=_migration_timeout(), description=f"adopt migration run {run_id}"
+        adopt_run,
+        run_id,
+        job_id=job_id,
+        job_timeout=_migration_timeout(),
+        description=f"adopt migration run {run_id}",
     )
     return job.id
 

@@ -30,3 +30,19 @@ class ReconcilingWorker(Worker):
             # the work horses are forked from this process; they must not share its database socket
             connections.close_all()
         return super().work(*args, **kwargs)
+
+    def handle_work_horse_killed(self, job: Any, retpid: Any, ret_val: Any, rusage: Any) -> None:
+        """RQ saw the work horse die (SIGKILL, out of memory…): the run it drove is adopted now, not when
+        its lease runs out (a libvirt job that outlives the horse gets an adopt job that resumes its
+        monitor)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from migrations_app.services.reconcile import adopt_orphans
+
+        try:
+            results = adopt_orphans()
+            if results:
+                log.info("adopted after the work horse died: %s", results)
+        except Exception:
+            log.exception("adopting after the work horse died failed")
+        finally:
+            connections.close_all()

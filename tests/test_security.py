@@ -191,7 +191,7 @@ def test_audits_run_on_their_own_queue_and_worker(world: dict[str, Any]) -> None
     finally:
         django_rq.get_queue("audits").remove(job_id)
     serve = (REPO / "scripts" / "serve").read_text()
-    workers = re.findall(r"rqworker (?:--with-scheduler )?([a-z ]+?) >", serve)
+    workers = re.findall(r"rqworker (?:--with-scheduler )?([a-z ]+?)(?: >|$)", serve, re.MULTILINE)
     assert "audits" in workers and all("audits" not in w.split() for w in workers if w != "audits"), workers
 
 

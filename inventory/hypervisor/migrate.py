@@ -22,7 +22,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import libvirt
 
 from .connection import DEFAULT_TIMEOUT_S, RUNNING_STATES, _open, call, connect, lookup_domain, state_name, translate
-from .domxml import METADATA_NS, file_disks, parse_disks, parse_xml
+from .domxml import METADATA_NS, file_disks, parse_disks, parse_network, parse_xml
 from .errors import HostUnreachable, HypervisorError, NotFound, OperationFailed
 from .storage import _volume_xml
 
@@ -359,6 +359,40 @@ def abort_job(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
         return True
 
 
+def network_problems(uri: str, names: list[str], timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
+    """What keeps guests from joining these networks on this host right now, in words (empty: nothing):
+    a network that is missing or inactive, or the host bridge a bridged network names that is gone.
+    Raises `HostUnreachable` when the host cannot be reached."""
+    problems = []
+    with _conn(uri, timeout) as conn:
+        for name in sorted(set(names)):
+            try:
+                net = conn.networkLookupByName(name)
+                active = bool(net.isActive())
+                forward, bridge = parse_network(net.XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    problems.append(f"network {name} does not exist")
+                    continue
+                raise translate(exc, f"reading network {name}") from None
+            if not active:
+                problems.append(f"network {name} is not active")
+            elif forward == "bridge" and bridge and not _interface_present(conn, bridge):
+                problems.append(f"the bridge {bridge} of network {name} is missing on the host")
+    return problems
+
+
+def _interface_present(conn: libvirt.virConnect, name: str) -> bool:
+    """Is a host interface of this name present? True when the host cannot tell (no interface driver)."""
+    try:
+        conn.interfaceLookupByName(name)
+        return True
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+            return False
+        return True
+
+
 def completed_stats(uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> JobStats | None:
     """The completed job's stats as the destination reports them (downtime, elapsed, memory)."""
     try:
@@ -458,6 +492,18 @@ class LiveMigration:
     """One peer-to-peer live move. `prepare()` then `run()` (blocking) while another thread polls
     `stats()` and may call `set_max_downtime()`, `start_postcopy()` or `abort()`; `close()` at the end.
     """
+
+    @classmethod
+    def attach(
+        cls, source_uri: str, destination_uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> LiveMigration:
+        """A handle on a job that is already running on the source (started by a worker that is gone):
+        the same `stats()`, `set_max_downtime()`, `start_postcopy()`, `abort()` and `completed()`."""
+        return cls(
+            MigrationRequest(
+                uuid=uuid, source_uri=source_uri, destination_uri=destination_uri, peer_uri="", timeout=timeout
+            )
+        )
 
     def __init__(self, request: MigrationRequest) -> None:
         self.request = request
@@ -681,6 +727,11 @@ class LiveMigration:
         except libvirt.libvirtError as exc:
             log.info("abortJob failed: %s", exc)
             return False
+
+    def job_running(self) -> bool:
+        """Is a job still running on the source domain? False once it ended or the domain left."""
+        stats = self.stats()
+        return stats is not None and stats.active
 
     def completed(self, wait_s: float = 3.0) -> JobStats | None:
         """Completed stats: the source's JOB_COMPLETED event if it came, else the destination's record."""

@@ -174,6 +174,9 @@ def _domain(dom: libvirt.virDomain, volumes: dict[str, tuple[str, int, int]]) ->
     info.state = state_name(state)
     info.state_reason = reason
     info.persistent = bool(dom.isPersistent())
+    info.incoming_migration = (
+        state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION and not info.persistent
+    )
     info.autostart = bool(dom.autostart()) if info.persistent else False
     try:
         info.snapshot_count = dom.snapshotNum(0)

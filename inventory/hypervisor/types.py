@@ -55,6 +55,8 @@ class DomainInfo:
     state: str  # one of inventory.choices.PowerState values
     state_reason: int = 0
     persistent: bool = True
+    #: a paused, transient domain that is the target of an incoming migration (not yet the VM's home)
+    incoming_migration: bool = False
     autostart: bool = False
     vcpus: int = 0
     memory: int = 0  # bytes (current)

@@ -4,6 +4,9 @@ Rules:
 - VMs are keyed by UUID. A VM found on another host than its row says keeps its row; only `host`
   changes. An inactive copy of a VM that runs elsewhere (a cold move's retained source, a paused
   migration target) does not steal the row: the host is noted in `also_defined_on`.
+- A paused transient domain that is the target of an incoming live migration is not the VM's home
+  while the VM is known elsewhere: the copy that runs (or, for a stopped VM, its persistent
+  definition) keeps the row until the move has finished.
 - A VM no longer on its host is marked missing (`present=False`), never deleted.
 - An unreachable host is marked so; its VMs keep their last known state.
 - The number of queries does not grow with the number of VMs (bulk reads and writes only).
@@ -187,6 +190,10 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
     for dom in snap.domains:
         fp = fingerprint(dom)
         vm = existing.get(dom.uuid)
+        if dom.incoming_migration and (vm is None or vm.host_id != host.pk):
+            # half of a live move in flight: where the VM was stays its home until the move ends
+            result.elsewhere += 1
+            continue
         if (
             vm is not None
             and vm.host_id != host.pk

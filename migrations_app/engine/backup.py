@@ -343,6 +343,24 @@ def delete_files(backup: Backup) -> list[str]:
     return removed
 
 
+def _until_no_job(run: MigrationRun, limit_s: float = 60.0) -> None:
+    """An aborted backup job really ends: asked again while the source still reports a job."""
+    import time
+
+    from inventory.hypervisor.migrate import abort_job, locate
+
+    uuid = str(run.vm.uuid)
+    end = time.monotonic() + limit_s
+    while locate(run.source.uri, uuid, _timeout()).job_active and time.monotonic() < end:
+        with suppress(HypervisorError):
+            abort_job(run.source.uri, uuid, _timeout())
+        time.sleep(0.5)
+
+
+class BackupCancelled(Exception):
+    """The run was cancelled while its backup was being taken."""
+
+
 def run_phase(run: MigrationRun, advance: Callable[[str, str], None]) -> bool:
     """The BACKUP phase of a live run whose plan asks for a fresh backup: taken while the guest runs.
 
@@ -359,10 +377,21 @@ def run_phase(run: MigrationRun, advance: Callable[[str, str], None]) -> bool:
         return False
 
     def heartbeat() -> None:
-        events.heartbeat(run.pk, lease_seconds=runs.LEASE_SECONDS)
+        """Between readings of the backup job: renew the lease, stop on cancel (the job is aborted)."""
+        runs.retrying_db(lambda: events.heartbeat(run.pk, lease_seconds=runs.LEASE_SECONDS))
+        if MigrationRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+            raise BackupCancelled
 
     try:
         take(run.vm, run.source, run=run, check=heartbeat)
+    except BackupCancelled:
+        _until_no_job(run)
+        runs.finish(
+            run,
+            RunStatus.CANCELLED,
+            outcome=f"Cancelled during the backup: its job was aborted and its files removed; the VM stays on {run.source}.",
+        )
+        return False
     except HypervisorError as exc:
         runs.finish(
             run,

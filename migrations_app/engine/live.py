@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from migrations_app import events
 from migrations_app.choices import RunStatus, ValidationStatus
 from migrations_app.engine import recovery, shared
 from migrations_app.engine import runstate as runs
-from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker
+from migrations_app.engine.progress import ConvergencePolicy, ProgressTracker, Sample
 from migrations_app.engine.shared import (  # noqa: F401  (shared by both engines; also known under these names)
     RunRefused,
     cleanup,
@@ -40,6 +41,8 @@ from migrations_app.validation import phase as validation
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+#: an abort that has not ended the job after this long is sent again
+ABORT_AGAIN_S = 2.0
 #: until the job appears, poll fast so the first downtime limit is in place before the first iteration ends
 FIRST_POLL_S = 0.05
 
@@ -50,12 +53,13 @@ def execute(run_id: int, *, job_id: str = "inline", worker: str | None = None) -
 
 
 def _after_crash(run: MigrationRun, exc: Exception, trace: str) -> None:
-    """A crash in our own code: record it, then settle the run the way the reconciler would, by asking
-    both hosts where the VM is. If even that fails, the lease is given up so the scheduled reconciler
-    settles it later."""
-    events.run_changed(run, error_raw=trace)
+    """A crash in our own code: record it, then settle the run the way the reconciler would (a live job
+    still running gets its monitor back; then both hosts are asked where the VM is). If even that fails,
+    the lease is given up so the scheduled reconciler settles it later."""
+    runs.retrying_db(lambda: events.run_changed(run, error_raw=trace), for_s=60)
     try:
-        recovery.resolve(run, wait=True)
+        run.refresh_from_db()
+        recovery.adopt(run.pk, job_id=run.job_id)
     except Exception:
         log.exception("settling run %s after a crash failed", run.pk)
         events.run_changed(run, lease_until=timezone.now(), phase_detail=f"The worker hit an internal error: {exc}")
@@ -83,6 +87,7 @@ class LiveMove:
         self.aborted_by = ""  # "cancel", "policy", "timeout"
         self.postcopy_started = False
         self.transferred: Any = None
+        self.resumed = False  # adopted after the worker that started the job stopped
 
     # ---- the request -------------------------------------------------------------------------------
 
@@ -116,18 +121,22 @@ class LiveMove:
         events.advance(self.run, status, detail, **fields)
 
     def cancel_requested(self) -> bool:
-        return bool(MigrationRun.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True).first())
+        return bool(
+            runs.retrying_db(
+                lambda: MigrationRun.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True).first()
+            )
+        )
 
     # ---- the move ----------------------------------------------------------------------------------
 
     def perform(self) -> None:
+        if self.cancel_requested():
+            runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
+            return
         try:
             request = self.request()
         except RunRefused as exc:
             runs.finish(self.run, RunStatus.FAILED, error=str(exc), outcome="Nothing was changed.")
-            return
-        if self.cancel_requested():
-            runs.finish(self.run, RunStatus.CANCELLED, outcome="Cancelled before the move started; nothing changed.")
             return
         # a fresh backup first when the plan asks for one (push mode: the guest keeps running)
         if self.spec.fresh_backup:
@@ -135,6 +144,16 @@ class LiveMove:
 
             if not backup.run_phase(self.run, self.advance):
                 return
+        # the audit read the destination some time ago: what the move needs there is read again now
+        problem = self.recheck(request)
+        if problem:
+            runs.finish(
+                self.run,
+                RunStatus.FAILED,
+                error=f"Pre-flight re-check on {self.destination}: {problem}.",
+                outcome=f"Nothing was moved; the VM stays on {self.source}.",
+            )
+            return
         validation.take_baseline(self.run)  # the guest as it is before the move, for the VAL-* checks
         try:
             migration = hv.LiveMigration(request)
@@ -183,6 +202,22 @@ class LiveMove:
             else:
                 self.fail_safely(migration, error)
 
+    def recheck(self, request: hv.MigrationRequest) -> str:
+        """Right before the move: the destination networks the NICs will join still exist, are active and
+        have their host bridge. Returns the problem in words, or ""."""
+        names = list(request.network_map.values()) + [
+            nic.source_network
+            for nic in self.vm.nics.all()
+            if nic.type == "network" and nic.source_network and nic.mac.lower() not in request.network_map
+        ]
+        if not names:
+            return ""
+        try:
+            problems = hv.network_problems(self.destination.uri, names, self.timeout)
+        except HypervisorError as exc:
+            return exc.message
+        return "; ".join(problems)
+
     def transfer(self, migration: hv.LiveMigration) -> HypervisorError | None:
         """Run the job in a thread and watch it from here. Returns the job's error, if any."""
         outcome: dict[str, BaseException] = {}
@@ -194,36 +229,13 @@ class LiveMove:
                 outcome["error"] = exc
 
         thread = threading.Thread(target=target, name=f"migrate-run-{self.run.pk}", daemon=True)
-        started = time.monotonic()
         thread.start()
-        downtime_set = False
-        note = ""
-        while thread.is_alive():
-            thread.join(POLL_S if downtime_set else FIRST_POLL_S)
-            if not thread.is_alive():
-                break
-            stats = migration.stats()
-            if stats is not None and stats.active:
-                if not downtime_set:
-                    downtime_set = migration.set_max_downtime(self.policy.current_limit_ms)
-                    if downtime_set:
-                        note = f"downtime limit {self.policy.current_limit_ms} ms"
-                action = None if self.aborted_by or self.postcopy_started else self.policy.observe(stats)
-                if action is not None:
-                    note = self.apply(migration, action)
-                if downtime_set:
-                    sample = self.tracker.sample(stats, self.policy.current_limit_ms, note)
-                    events.record_sample(self.run, sample, lease_seconds=runs.LEASE_SECONDS)
-                    note = ""
-            else:
-                events.heartbeat(self.run.pk, lease_seconds=runs.LEASE_SECONDS)
-            if not self.aborted_by and not self.postcopy_started:
-                if self.cancel_requested():
-                    self.aborted_by = "cancel"
-                    migration.abort()
-                elif time.monotonic() - started > runs.MAX_MOVE_SECONDS:
-                    self.aborted_by = "timeout"
-                    migration.abort()
+
+        def running(wait_s: float) -> bool:
+            thread.join(wait_s)
+            return thread.is_alive()
+
+        self.watch(migration, running, time.monotonic())
         thread.join()
         self.transferred = timezone.now()
         error = outcome.get("error")
@@ -232,6 +244,109 @@ class LiveMove:
         if isinstance(error, HypervisorError):
             return error
         return hv.MigrationFailed(f"The move failed: {error}", raw=repr(error))
+
+    def watch(self, migration: hv.LiveMigration, running: Callable[[float], bool], started: float) -> None:
+        """The one monitor of a live job, for a fresh move and for one adopted after its worker died:
+        progress samples, the convergence policy, cancel and the time limit. An abort is sent again
+        while the job still runs, so a cancelled move really ends. Returns when the job has ended."""
+        downtime_set = self.postcopy_started  # no downtime limit to set once post-copy runs
+        note = "monitor resumed after the worker stopped; " if self.resumed else ""
+        last_abort = 0.0
+        while running(POLL_S if downtime_set else FIRST_POLL_S):
+            stats = migration.stats()
+            sampled = False
+            if stats is not None and stats.active:
+                if not downtime_set:
+                    downtime_set = migration.set_max_downtime(self.policy.current_limit_ms)
+                    if downtime_set:
+                        note += f"downtime limit {self.policy.current_limit_ms} ms"
+                action = None if self.aborted_by or self.postcopy_started else self.policy.observe(stats)
+                if action is not None:
+                    note = self.apply(migration, action)
+                    last_abort = time.monotonic() if self.aborted_by else last_abort
+                if downtime_set:
+                    sample = self.tracker.sample(stats, self.policy.current_limit_ms, note)
+                    sampled = self.record(sample)
+                    note = "" if sampled else note
+            if not sampled:
+                runs.retrying_db(lambda: events.heartbeat(self.run.pk, lease_seconds=runs.LEASE_SECONDS))
+            if self.postcopy_started:
+                continue
+            if self.aborted_by:
+                if time.monotonic() - last_abort > ABORT_AGAIN_S:
+                    # the first abort did not end the job (yet): ask again rather than wait for ever
+                    migration.abort()
+                    last_abort = time.monotonic()
+            elif self.cancel_requested():
+                self.aborted_by = "cancel"
+                migration.abort()
+                last_abort = time.monotonic()
+            elif time.monotonic() - started > runs.MAX_MOVE_SECONDS:
+                self.aborted_by = "timeout"
+                migration.abort()
+                last_abort = time.monotonic()
+
+    def record(self, sample: Sample) -> bool:
+        """One progress sample (renewing the lease); False if the database was unavailable this time."""
+
+        def write() -> bool:
+            events.record_sample(self.run, sample, lease_seconds=runs.LEASE_SECONDS)
+            return True
+
+        return bool(runs.retrying_db(write))
+
+    # ---- adoption ------------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Pick the monitor's state up from what the run recorded: the downtime step reached, post-copy
+        started, a policy abort already sent, the percent shown."""
+        self.resumed = True
+        recorded = self.run.samples.exclude(downtime_limit_ms=None).order_by("-at", "-pk")
+        limit = recorded.values_list("downtime_limit_ms", flat=True).first()
+        if limit is not None and int(limit) in self.policy.steps:
+            self.policy.step_index = self.policy.steps.index(int(limit))
+        self.tracker.percent = float(self.run.percent or 0)
+        self.postcopy_started = (
+            self.run.status == RunStatus.CUTOVER or self.run.samples.filter(phase="postcopy").exists()
+        )
+        self.tracker.postcopy = self.postcopy_started
+        if self.run.samples.filter(note__contains="aborting as the plan says").exists():
+            self.policy.finished = True
+            self.aborted_by = "policy"
+
+    def resume(self) -> bool:
+        """Take over a live job that outlived its worker and finish it the way its first monitor would.
+        Returns False when the job could not be reached (the reconciler decides from the hosts then)."""
+        self.restore()
+        try:
+            migration = hv.LiveMigration.attach(self.source.uri, self.destination.uri, str(self.vm.uuid), self.timeout)
+        except HypervisorError:
+            return False
+        since = (timezone.now() - (self.run.started_at or timezone.now())).total_seconds()
+        with migration:
+            if not migration.job_running():
+                return False
+            self.advance(self.run.status, "libvirt is still moving the VM; the portal watches it again")
+
+            def running(wait_s: float) -> bool:
+                time.sleep(wait_s)
+                return migration.job_running()
+
+            self.watch(migration, running, time.monotonic() - max(0.0, since))
+            self.transferred = timezone.now()
+            uuid = str(self.vm.uuid)
+            here = hv.locate(self.destination.uri, uuid, self.timeout)
+            there = hv.locate(self.source.uri, uuid, self.timeout)
+            if not here.reachable or not there.reachable:
+                return False
+            if here.running and not there.running:
+                self.succeed(migration)
+            elif self.aborted_by or there.running:
+                error = hv.MigrationFailed("The worker stopped while moving the VM and the move did not complete.")
+                self.fail_safely(migration, error)
+            else:
+                return False
+        return True
 
     def apply(self, migration: hv.LiveMigration, action: Any) -> str:
         if action.kind == "downtime":

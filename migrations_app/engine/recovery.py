@@ -11,22 +11,31 @@ removes inactive leftovers the move itself created on the destination.
 from __future__ import annotations
 
 import enum
+import logging
 import time
+import uuid as uuid_lib
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
 
+from inventory.hypervisor import HypervisorError
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.migrate import DomainLocation
 from migrations_app import events
-from migrations_app.choices import Mode, RunStatus
+from migrations_app.choices import ACTIVE_RUN_STATES, Mode, RunStatus
 from migrations_app.engine import runstate as runs
 from migrations_app.engine.shared import cleanup, libvirt_timeout, record_moved
 from migrations_app.models import MigrationRun
 
+log = logging.getLogger(__name__)
+
 #: how often an adopted run's libvirt job is looked at while it runs on
 ADOPT_POLL_S = 1.0
+#: how long the backup job of a run whose worker died may take to end after it was aborted
+BACKUP_ABORT_S = 120
 
 
 class Whereabouts(enum.StrEnum):
@@ -80,8 +89,9 @@ def live_failure(aborted_by: str, error: str, *, max_downtime_ms: int, max_move_
 
 def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
     """Decide one adopted run from what the hosts say. With `wait`, first wait for a running libvirt job
-    to end (the adopt job does this; the start-up pass must not block the worker). Without it, a job still
-    running gives the decision "watching" and changes nothing else."""
+    to end (the adopt job does this; the start-up pass must not block the worker), aborting it again while
+    a cancel is requested. Without it, a job still running gives the decision "watching" with the id the
+    adopt job must have (`job_id`): the run is that job's from now on, so no second adopt job is queued."""
     if run.mode == Mode.COLD:
         # a cold move has no libvirt job to wait for; its own rollback knows what to undo
         from migrations_app.engine import rollback
@@ -89,13 +99,24 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
         return rollback.resolve(run)
     uuid = str(run.vm.uuid)
     src = hv.locate(run.source.uri, uuid, libvirt_timeout())
+    if not src.job_active:
+        _backup_abandoned(run)  # a backup its dead worker was taking can never be completed now
     if src.job_active and not wait:
-        # the caller (the reconciler) queues a job that waits for it: resolve(run, wait=True)
-        events.run_changed(run, phase_detail="libvirt is still moving the VM; the portal watches it again")
-        return {"run": run.pk, "decision": "watching"}
+        # the caller (the reconciler) queues a job with this id that adopts it (`adopt`)
+        job_id = uuid_lib.uuid4().hex
+        events.run_changed(
+            run,
+            phase_detail="libvirt is still moving the VM; the portal watches it again",
+            job_id=job_id,
+            worker="waiting for a worker to adopt it",
+        )
+        return {"run": run.pk, "decision": "watching", "job_id": job_id}
     started = time.monotonic()
     while src.job_active and time.monotonic() - started < runs.MAX_MOVE_SECONDS:
         events.heartbeat(run.pk, lease_seconds=runs.LEASE_SECONDS)
+        if MigrationRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+            with suppress(HypervisorError):
+                hv.abort_job(run.source.uri, uuid, libvirt_timeout())
         time.sleep(ADOPT_POLL_S)
         src = hv.locate(run.source.uri, uuid, libvirt_timeout())
     dst = hv.locate(run.destination.uri, uuid, libvirt_timeout())
@@ -157,3 +178,58 @@ def resolve(run: MigrationRun, *, wait: bool = False) -> dict[str, Any]:
         outcome=f"{where}. An admin must check.",
     )
     return {"run": run.pk, "decision": "not running"}
+
+
+def adopt(run_id: int, *, job_id: str = "") -> dict[str, Any]:
+    """Take over a run whose libvirt job outlived its worker: a live move's monitor resumes (progress,
+    convergence policy, cancel, time limit); a backup nobody can record any more is aborted. Then the
+    outcome is recorded from what the hosts say."""
+    run = MigrationRun.objects.select_related("source", "destination", "vm").get(pk=run_id)
+    if run.status not in ACTIVE_RUN_STATES:
+        return {"run": run_id, "decision": "already ended"}
+    # this job owns the run now (unless a newer adopt job was queued meanwhile): if its work horse dies
+    # too, the same signs show it
+    mine = MigrationRun.objects.filter(pk=run_id)
+    if job_id:
+        mine = mine.filter(job_id=job_id)
+    taken = mine.update(
+        worker=f"reconciler {runs.worker_identity()}"[:200],
+        lease_until=timezone.now() + timedelta(seconds=runs.LEASE_SECONDS),
+    )
+    if not taken:
+        return {"run": run_id, "decision": "adopted by another job"}
+    run.refresh_from_db()
+    if run.mode == Mode.LIVE:
+        if run.status == RunStatus.BACKUP:
+            _abort_backup(run)
+        else:
+            from migrations_app.engine.live import LiveMove
+
+            LiveMove(run).resume()
+        run.refresh_from_db()
+        if run.status not in ACTIVE_RUN_STATES:
+            return {"run": run_id, "decision": str(run.status)}
+    return resolve(run, wait=True)
+
+
+def _abort_backup(run: MigrationRun) -> None:
+    """The backup job of a run whose worker died: nobody can record it, so it is aborted (the guest keeps
+    running on the source) and the backup marked failed."""
+    uuid = str(run.vm.uuid)
+    started = time.monotonic()
+    while hv.locate(run.source.uri, uuid, libvirt_timeout()).job_active and time.monotonic() - started < BACKUP_ABORT_S:
+        try:
+            hv.abort_job(run.source.uri, uuid, libvirt_timeout())
+        except HypervisorError:
+            log.warning("aborting the backup job of run %s failed", run.pk, exc_info=True)
+        events.heartbeat(run.pk, lease_seconds=runs.LEASE_SECONDS)
+        time.sleep(ADOPT_POLL_S)
+    _backup_abandoned(run)
+
+
+def _backup_abandoned(run: MigrationRun) -> None:
+    from migrations_app.models.backups import Backup, BackupState
+
+    Backup.objects.filter(run=run, state=BackupState.TAKING).update(
+        state=BackupState.FAILED, error="The worker stopped while taking the backup.", finished_at=timezone.now()
+    )

@@ -14,13 +14,17 @@ runs again, let the plan follow), so the engine never calls up into them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
@@ -37,6 +41,11 @@ LEASE_SECONDS = settings.RUN_LEASE_SECONDS
 MAX_MOVE_SECONDS = settings.MAX_MOVE_SECONDS
 #: "queued" runs whose job is in the RQ queue carry this job id until a worker picks them up.
 DISPATCHED = "dispatched"
+#: how long a move's terminal write waits for the database to come back
+DB_RETRY_SECONDS = 300
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Sent after the commit of every run's end, with `run_id`; and when a claim found no free slot (`run_id`,
 #: `claimed=False`) so the run is queued again later. Receivers: migrations_app.services.runs.
@@ -45,6 +54,25 @@ run_finished = Signal()
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def retrying_db(fn: Callable[[], T], *, for_s: float = 0.0) -> T | None:
+    """Run a database write (or read) of a move, riding out a database restart: on a lost connection the
+    connection is dropped and the call tried again until `for_s` has passed. Returns None if it never
+    went through (a monitor then carries on and writes again on its next reading)."""
+    end = time.monotonic() + for_s
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                raise  # the caller's transaction is lost anyway; it decides
+            log.warning("database unavailable; will try again", exc_info=True)
+            with contextlib.suppress(Exception):
+                connection.close()
+            if time.monotonic() >= end:
+                return None
+            time.sleep(1.0)
 
 
 def lock_hosts(*host_ids: int) -> dict[int, Host]:
@@ -93,6 +121,16 @@ def try_claim(run_id: int, *, job_id: str, worker: str) -> MigrationRun | None:
     return run
 
 
+def active_run_of(vm: Any) -> MigrationRun | None:
+    """The run moving this VM now (claimed, not ended), if any: while there is one, the VM is "moving"."""
+    return (
+        MigrationRun.objects.filter(vm=vm, status__in=ACTIVE_RUN_STATES)
+        .select_related("source", "destination")
+        .order_by("-pk")
+        .first()
+    )
+
+
 def queue_position(run: MigrationRun) -> int | None:
     """1 for the next queued run that shares a host with this one, 2 for the one after…; None if not queued."""
     if run.status != RunStatus.QUEUED:
@@ -115,6 +153,18 @@ def finish(run: MigrationRun, status: str, *, actor: Any = None, **fields: Any) 
     if status not in TERMINAL_RUN_STATES:
         raise ValueError(f"{status} is not a terminal run state")
     before = run.status
+
+    def write() -> MigrationRun:
+        return _finish(run, status, before, actor, fields)
+
+    # the end of a move must be recorded even across a database restart
+    written = retrying_db(write, for_s=DB_RETRY_SECONDS)
+    if written is None:
+        raise OperationalError(f"the end of run {run.pk} could not be written")
+    return written
+
+
+def _finish(run: MigrationRun, status: str, before: str, actor: Any, fields: dict[str, Any]) -> MigrationRun:
     with transaction.atomic():
         # the same host locks as a claim: a claim that found no free slot has either already put its run
         # back in the queue (so the dispatch below re-queues it) or will see this run ended

@@ -84,8 +84,12 @@ def parse_csv(actor: Any, text: str) -> list[_Row]:
     """Validate every row; raise CSVError listing every problem, or return the rows."""
     if len(text.encode()) > MAX_CSV_BYTES:
         raise CSVError(rows=[(0, f"The file is larger than {MAX_CSV_BYTES // 1024 // 1024} MiB.")])
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    # newline="": the csv module reads the line ends itself (a bare CR is one, as in the files it writes)
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise CSVError(rows=[(1, f"The first line is not CSV: {exc}.")]) from None
     if "vm" not in header:
         raise CSVError(
             rows=[(1, "The first line must name the columns; 'vm' is required (" + ", ".join(COLUMNS) + ").")]
@@ -94,7 +98,10 @@ def parse_csv(actor: Any, text: str) -> list[_Row]:
     if unknown:
         raise CSVError(rows=[(1, f"Unknown column(s): {', '.join(unknown)}; known: {', '.join(COLUMNS)}.")])
     reader.fieldnames = header
-    raw = [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader]
+    try:
+        raw = [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader]
+    except csv.Error as exc:
+        raise CSVError(rows=[(reader.line_num, f"This line is not CSV: {exc}.")]) from None
     problems: list[tuple[int, str]] = []
     if not raw:
         raise CSVError(rows=[(1, "The CSV has no rows.")])

@@ -16,12 +16,15 @@ from django.db import transaction
 from migrations_app import events
 from migrations_app.choices import TERMINAL_RUN_STATES, Mode, PlanStatus, RunStatus
 from migrations_app.engine.runstate import (  # noqa: F401  (the run-state primitives, as callers know them)
+    DB_RETRY_SECONDS,
     DISPATCHED,
     LEASE_SECONDS,
     MAX_MOVE_SECONDS,
     active_counts,
+    active_run_of,
     finish,
     queue_position,
+    retrying_db,
     run_finished,
     try_claim,
     worker_identity,

@@ -158,3 +158,15 @@ def test_csv_header_and_team_rules(fleet: dict[str, Any]) -> None:
     assert refused.value.rows[0][0] == 3 and "one plan has one mode" in refused.value.rows[0][1]
     plan = bulk.import_csv(alice, "vm,window\r\nweb-0-0,2030-01-01T22:00Z/2030-01-02T04:00Z\r\n", name="windowed")
     assert plan.window_start is not None and plan.window_end is not None and plan.name == "windowed"
+
+
+def test_text_the_csv_module_cannot_read_is_refused_with_its_line(people: dict[str, Any]) -> None:
+    """A bare carriage return ends a line (as in CSV files written elsewhere); a field the csv module
+    refuses (longer than its limit) is a CSVError naming its line, never a server error."""
+    with pytest.raises(bulk.CSVError) as caught:
+        bulk.parse_csv(people["alice"], "T\u00db\r\u007f")
+    assert caught.value.rows[0][0] == 1
+    text = "vm\r" + "x" * 200_000
+    with pytest.raises(bulk.CSVError) as caught:
+        bulk.parse_csv(people["alice"], text)
+    assert "not CSV" in caught.value.rows[0][1]

@@ -125,6 +125,30 @@ class Workers:
         self.procs.append(proc)
         return proc
 
+    def start_watcher(self, **env: str) -> subprocess.Popen[bytes]:
+        """`manage.py watch_runs`, which adopts a run within seconds of its worker's death."""
+        log = tempfile.NamedTemporaryFile(prefix="vmportal-watcher-", suffix=".log", delete=False)
+        self.logs.append(log.name)
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "manage.py", "watch_runs", "--interval", "1"],
+            cwd=REPO,
+            env=worker_env(**env),
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def owner(self, worker: str) -> subprocess.Popen[bytes]:
+        """The worker process whose work horse (or itself) is `worker` ("host:pid", as a run records it)."""
+        pid = int(worker.rsplit(":", 1)[1])
+        for proc in self.procs:
+            if proc.pid == pid or pid in self.children(proc.pid):
+                return proc
+        raise AssertionError(f"no worker of this test runs {worker}")
+
     @staticmethod
     def children(pid: int) -> list[int]:
         """Processes whose parent is `pid` (RQ's work horse puts itself in a process group of its own)."""

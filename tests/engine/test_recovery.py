@@ -54,7 +54,9 @@ def test_a_worker_killed_during_a_live_move_is_reconciled_by_the_next_worker(
     assert run.worker.startswith("reconciler")
     if expected == RunStatus.SUCCEEDED:
         assert run.vm.__class__.objects.get(pk=run.vm_id).host.name == "h2"
-        assert "no worker watched" in run.outcome
+        # finished while no worker watched, or under the monitor the reconciler resumed
+        resumed = run.samples.filter(note__contains="monitor resumed").exists()
+        assert "no worker watched" in run.outcome or resumed, run.outcome
     assert http(ip, "/cgi-bin/bootid") == boot_id
 
 
