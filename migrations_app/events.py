@@ -176,6 +176,8 @@ def heartbeat(run_id: int, *, lease_seconds: int) -> None:
 
 def run_changed(run: MigrationRun, **fields: Any) -> None:
     """Save the given fields of a run (status, phase detail, outcome…) and publish the new state."""
+    if "phase_detail" in fields:
+        fields["phase_detail"] = _detail(fields["phase_detail"])
     for key, value in fields.items():
         setattr(run, key, value)
     with transaction.atomic():
@@ -194,6 +196,12 @@ def transition(run: MigrationRun, expected: str, **fields: Any) -> bool:
     return bool(changed)
 
 
+def _detail(text: str) -> str:
+    """A phase detail as the column holds it (a libvirt message quoted in it can be long)."""
+    limit = MigrationRun._meta.get_field("phase_detail").max_length or 200
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
     """Move a run to `status` unless a cancel was requested meanwhile; publish the new state.
 
@@ -203,7 +211,7 @@ def advance(run: MigrationRun, status: str, detail: str, **fields: Any) -> bool:
         changed = (
             MigrationRun.objects.filter(pk=run.pk, cancel_requested=False)
             .exclude(status=RunStatus.CANCELLING)
-            .update(status=status, phase_detail=detail, **fields)
+            .update(status=status, phase_detail=_detail(detail), **fields)
         )
         run.refresh_from_db()
         if changed:
