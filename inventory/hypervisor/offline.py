@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
@@ -62,6 +62,12 @@ class MirrorResult:
     migrate_s: float  # the mirror and the (tiny) memory transfer
     destroy_s: float  # stopping the paused copy on the destination
     stats: JobStats | None
+    #: seconds from the start of the call to the end of each step, in order: "connected",
+    #: "started_paused", "migrate_called", "disk_progress" (first reading with disk bytes copied; the
+    #: destination QEMU is up and the mirror runs), "disk_done" (first reading with nothing left),
+    #: "migrated" (migrateToURI3 returned), "destroyed". Readings are POLL_S apart.
+    timeline: dict[str, float] = field(default_factory=dict)
+    started_wall: float = 0.0  # time.time() at the start, to line the steps up with the hosts' logs
 
 
 def mirror_stopped_domain(
@@ -85,7 +91,14 @@ def mirror_stopped_domain(
     (the destination volumes are the caller's to remove).
     """
     started = time.monotonic()
+    started_wall = time.time()
+    timeline: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        timeline.setdefault(step, round(time.monotonic() - started, 3))
+
     conn = _open(source_uri, timeout)
+    mark("connected")
     dest = None
     dom = None
     started_here = False
@@ -102,6 +115,7 @@ def mirror_stopped_domain(
                 raw=str(exc),
             ) from None
         start_s = time.monotonic() - started
+        mark("started_paused")
         try:
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         except libvirt.libvirtError as exc:
@@ -135,6 +149,7 @@ def mirror_stopped_domain(
 
         worker = threading.Thread(target=migrate, name=f"mirror-{uuid}", daemon=True)
         worker.start()
+        mark("migrate_called")
         last: JobStats | None = None
         try:
             while worker.is_alive():
@@ -143,6 +158,10 @@ def mirror_stopped_domain(
                     break
                 with suppress(libvirt.libvirtError):
                     last = _stats(dom.jobStats(0))
+                if last is not None and last.disk_processed:
+                    mark("disk_progress")
+                    if last.disk_total and last.disk_processed >= last.disk_total:
+                        mark("disk_done")
                 if tick is not None:
                     tick(last)
         except BaseException:
@@ -157,6 +176,7 @@ def mirror_stopped_domain(
                 raise MirrorUnavailable(f"QEMU's block mirror is not available here: {error.message}", raw=error.raw)
             raise error
         migrate_s = time.monotonic() - migrate_started
+        mark("migrated")
         completed = None
         with suppress(libvirt.libvirtError):
             completed = _stats(
@@ -166,12 +186,15 @@ def mirror_stopped_domain(
         dest = _open(destination_uri, timeout)
         _destroy(dest, uuid, "the paused copy on the destination")
         destroy_s = time.monotonic() - destroy_started
+        mark("destroyed")
         return MirrorResult(
             seconds=round(time.monotonic() - started, 3),
             start_s=round(start_s, 3),
             migrate_s=round(migrate_s, 3),
             destroy_s=round(destroy_s, 3),
             stats=completed or last,
+            timeline=timeline,
+            started_wall=started_wall,
         )
     except BaseException:
         # leave both hosts as they were: nothing of the copy runs anywhere

@@ -317,6 +317,7 @@ class ColdMove:
             )
         volumes: list[dict[str, str]] = []
         capacities: dict[str, int] = {}
+        creating = time.monotonic()
         for job in copied:
             info = src.info(job.source_path)
             job.source_pool = info.pool
@@ -329,6 +330,7 @@ class ColdMove:
             pending = {"host": self.destination.pk, "uuid": self.uuid, "volumes": volumes}
             MigrationRun.objects.filter(pk=self.run.pk).update(pending_cleanup=pending)
             self.run.pending_cleanup = pending
+        volumes_s = time.monotonic() - creating
         self.totals.total = sum(capacities.values())
         self.advance(
             RunStatus.TRANSFERRING,
@@ -348,10 +350,7 @@ class ColdMove:
             bandwidth_mib_s=self.spec.bandwidth_mib_s,
             timeout=self.timeout,
         )
-        self.remember(
-            mirror_started=False,
-            mirror={"start_s": result.start_s, "migrate_s": result.migrate_s, "destroy_s": result.destroy_s},
-        )
+        checking = time.monotonic()
         processed = result.stats.disk_processed if result.stats else 0
         reports = []
         for job in copied:
@@ -373,6 +372,19 @@ class ColdMove:
                 method="mirror",
             )
             reports.append({"target": job.target, "format": job.format, **job.report.as_dict()})
+        # where the copy phase's time went (B-COLD prints it)
+        self.remember(
+            mirror_started=False,
+            mirror={
+                "volumes_s": round(volumes_s, 3),
+                "start_s": result.start_s,
+                "migrate_s": result.migrate_s,
+                "destroy_s": result.destroy_s,
+                "check_s": round(time.monotonic() - checking, 3),
+                "timeline": result.timeline,
+                "started_wall": result.started_wall,
+            },
+        )
         shared.remember(self.run, transfers=reports)
         self.sample(self.totals.total, final=True, note="copied by QEMU's block mirror")
         MigrationRun.objects.filter(pk=self.run.pk).update(transferred_at=timezone.now())
