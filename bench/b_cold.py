@@ -1,8 +1,9 @@
 """B-COLD: cold move through vmportal of a guest with a 2 GiB sparse raw disk (~25 % written), converted
 to qcow2 on the way, on the real lab (h1 → h2), by both copy paths of the cold engine:
 
-- fast path (`VMPORTAL_COLD_COPY=mirror`): the VM started paused on h1 and its disk mirrored by QEMU over
-  NBD into a qcow2 volume created on h2 (conversion in the copy, no read-back);
+- fast path (`VMPORTAL_COLD_COPY=mirror`): a paused carrier domain holding the VM's disk started on h1
+  and the disk mirrored by QEMU over NBD into a qcow2 volume created on h2 (conversion in the copy, no
+  read-back);
 - fallback (`stream`): conversion on the source, then the chunked, checksummed copy through libvirt
   storage streams and the read-back of the destination.
 

@@ -4,14 +4,17 @@ libvirt offers one way to have QEMU copy disks between hosts: storage migration,
 QEMU mirrors each disk over NBD into a destination QEMU that writes it into its own volume. Here it is
 used for a *stopped* domain:
 
-1. the domain is started on its source **paused** (`VIR_DOMAIN_START_PAUSED`): QEMU opens the disks,
-   but no guest instruction runs, so nothing writes to them;
-2. it is migrated peer-to-peer, not live, with `VIR_MIGRATE_NON_SHARED_DISK` for the disks to copy and
-   a destination XML that names volumes created beforehand on the destination (any format QEMU
-   writes, so a raw or vmdk disk becomes qcow2 on the way) and the mapped networks, and
-   `VIR_MIGRATE_PAUSED`, so it stays paused there too;
-3. the transient copy on the destination is destroyed: the volumes keep what the mirror wrote. The
-   source domain is left defined and stopped, exactly as before.
+1. a **carrier** is started on the source, **paused** (`VIR_DOMAIN_START_PAUSED`): a transient
+   domain named `vmportal-copy-<VM UUID>` with only the disks to copy (on virtio), 32 MiB of RAM and
+   no other device. QEMU opens the disks, but no instruction runs, so nothing writes to them. The VM's
+   own definition is never started: its RAM (which a paused domain's migration would still carry),
+   NICs and other devices play no part;
+2. the carrier is migrated peer-to-peer, not live, with `VIR_MIGRATE_NON_SHARED_DISK` for its disks
+   and a destination XML that names volumes created beforehand on the destination (any format QEMU
+   writes, so a raw disk becomes qcow2 on the way), and `VIR_MIGRATE_PAUSED`, so it stays paused
+   there too; being transient, it vanishes from the source;
+3. the carrier on the destination is destroyed: the volumes keep what the mirror wrote. The VM is
+   left defined and stopped on the source, exactly as before.
 
 What guarantees the copy: the migration only finishes after every mirror job has reached the
 "ready" state (all blocks written to the destination's NBD server, over TCP) and has been completed
@@ -28,20 +31,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid as uuid_mod
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 import libvirt
 
 from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate
+from .domxml import HELPER_DOMAIN_PREFIXES, parse_xml
 from .errors import HypervisorError, OperationFailed, Unsupported
 from .migrate import JobStats, _stats, migration_error, rewrite_xml
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+#: the carrier domains that hold the disks during a copy: transient, paused, named after the VM's UUID
+CARRIER_PREFIX = HELPER_DOMAIN_PREFIXES[0]
+CARRIER_MEMORY_MIB = 32
+_CARRIER_NS = uuid_mod.UUID("d7db6934-caaf-48d5-944f-4be42f03b1be")
 
 
 class MirrorUnavailable(OperationFailed):
@@ -68,6 +78,73 @@ class MirrorResult:
     #: "migrated" (migrateToURI3 returned), "destroyed". Readings are POLL_S apart.
     timeline: dict[str, float] = field(default_factory=dict)
     started_wall: float = 0.0  # time.time() at the start, to line the steps up with the hosts' logs
+    carrier: str = ""  # the carrier domain's name (its QEMU logs are named after it)
+
+
+def carrier_name(uuid: str) -> str:
+    """The name of the copy's carrier domain for the VM `uuid` (the same on both hosts)."""
+    return f"{CARRIER_PREFIX}{uuid}"
+
+
+def is_carrier(name: str) -> bool:
+    return name.startswith(CARRIER_PREFIX)
+
+
+def _carrier_target(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return f"vd{letters}"
+
+
+def carrier_xml(vm_xml: str, uuid: str, targets: list[str]) -> tuple[str, dict[str, str]]:
+    """A transient domain that carries only the disks `targets` of the VM defined by `vm_xml`: same
+    domain type, architecture, machine and emulator, CARRIER_MEMORY_MIB of RAM, no NIC, no balloon, no
+    USB, each disk on virtio as vda, vdb… Returns the XML and VM target → carrier target."""
+    root = parse_xml(vm_xml)
+    os_type = root.find("os/type")
+    devices = root.find("devices")
+    if os_type is None or devices is None:
+        raise MirrorUnavailable("The VM's definition has no <os> or <devices>; it cannot carry its disks.")
+    carrier = Element("domain", type=root.get("type", "qemu"))
+    SubElement(carrier, "name").text = carrier_name(uuid)
+    SubElement(carrier, "uuid").text = str(uuid_mod.uuid5(_CARRIER_NS, uuid))
+    SubElement(carrier, "memory", unit="MiB").text = str(CARRIER_MEMORY_MIB)
+    SubElement(carrier, "vcpu").text = "1"
+    os_el = SubElement(carrier, "os")
+    SubElement(os_el, "type", {k: v for k, v in os_type.attrib.items() if k in ("arch", "machine")}).text = "hvm"
+    if root.find("features/acpi") is not None:
+        # as the VM has it (libvirt 9.0 passes -no-acpi otherwise, which QEMU 9+ refuses on x86)
+        SubElement(SubElement(carrier, "features"), "acpi")
+    out = SubElement(carrier, "devices")
+    emulator = (devices.findtext("emulator") or "").strip()
+    if emulator:
+        SubElement(out, "emulator").text = emulator
+    names: dict[str, str] = {}
+    for disk in devices.findall("disk"):
+        target = disk.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev not in targets or dev in names:
+            continue
+        names[dev] = _carrier_target(len(names))
+        copy = SubElement(out, "disk", {k: v for k, v in disk.attrib.items() if k in ("type", "device")})
+        copy.set("device", "disk")
+        driver = disk.find("driver")
+        if driver is not None:
+            # format only: the VM's cache, io or throttling settings are not the copy's
+            SubElement(copy, "driver", {k: v for k, v in driver.attrib.items() if k in ("name", "type")})
+        for child in disk:
+            if child.tag in ("source", "backingStore", "auth", "encryption"):
+                copy.append(child)
+        SubElement(copy, "target", dev=names[dev], bus="virtio")
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise MirrorUnavailable(f"The VM has no disk {', '.join(missing)} to copy.")
+    SubElement(out, "controller", type="usb", model="none")
+    SubElement(out, "memballoon", model="none")
+    return tostring(carrier, encoding="unicode"), names
 
 
 def mirror_stopped_domain(
@@ -76,19 +153,20 @@ def mirror_stopped_domain(
     peer_uri: str,
     uuid: str,
     disks: list[MirrorDisk],
-    network_map: dict[str, str],
     *,
     tick: Callable[[JobStats | None], None] | None = None,
     bandwidth_mib_s: int | None = None,
+    destination_cache: str = "",
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> MirrorResult:
     """Copy the disks of the stopped domain `uuid` into the pre-created destination volumes.
 
     `tick(stats)` is called every POLL_S while the copy runs; if it raises, the job is aborted and the
-    exception propagates (after the source domain was stopped again). `bandwidth_mib_s` caps the
-    copy (libvirt applies the migration bandwidth to the disk mirror too). On any failure, the paused
-    source domain and any paused copy on the destination are destroyed: both hosts are left as before
-    (the destination volumes are the caller's to remove).
+    exception propagates (after the carrier was stopped again). `bandwidth_mib_s` caps the copy
+    (libvirt applies the migration bandwidth to the disk mirror too). `destination_cache`: a disk
+    cache mode for the destination QEMU's writes (libvirt's default when empty). On any failure, the
+    carrier on the source and any copy of it on the destination are destroyed: both hosts are left as
+    before (the destination volumes are the caller's to remove).
     """
     started = time.monotonic()
     started_wall = time.time()
@@ -99,33 +177,39 @@ def mirror_stopped_domain(
 
     conn = _open(source_uri, timeout)
     mark("connected")
+    name = carrier_name(uuid)
     dest = None
-    dom = None
-    started_here = False
+    carrier = None
     try:
         dom = call(lambda: conn.lookupByUUIDString(uuid), "finding the VM on the source")
         if dom.isActive():
             raise MirrorUnavailable("The VM is running; the block-mirror copy is only for stopped VMs.")
         try:
-            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
-            started_here = True
+            vm_xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, "reading the VM's definition") from None
+        xml, targets = carrier_xml(vm_xml, uuid, [d.target for d in disks])
+        _destroy(conn, name, "a carrier left on the source")
+        try:
+            carrier = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
         except libvirt.libvirtError as exc:
             raise MirrorUnavailable(
-                f"The VM could not be started paused on the source for the copy: {exc.get_error_message()}",
+                f"The VM's disks could not be opened by a paused QEMU on the source for the copy: "
+                f"{exc.get_error_message()}",
                 raw=str(exc),
             ) from None
         start_s = time.monotonic() - started
         mark("started_paused")
         try:
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            migratable = carrier.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         except libvirt.libvirtError as exc:
-            raise translate(exc, "reading the VM's definition") from None
-        dest_xml, unmapped = rewrite_xml(xml, network_map, {d.target: (d.path, d.format) for d in disks})
-        if unmapped:
-            raise OperationFailed(f"NIC(s) {', '.join(unmapped)} have no destination network mapped.")
+            raise translate(exc, "reading the carrier's definition") from None
+        dest_xml, _none = rewrite_xml(migratable, {}, {targets[d.target]: (d.path, d.format) for d in disks})
+        if destination_cache:
+            dest_xml = _with_cache(dest_xml, destination_cache)
         params: dict[str, Any] = {
             libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
-            libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: [d.target for d in disks],
+            libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: [targets[d.target] for d in disks],
         }
         if bandwidth_mib_s:
             # libvirt caps the disk mirror with the migration bandwidth too
@@ -138,10 +222,11 @@ def mirror_stopped_domain(
         )
         migrate_started = time.monotonic()
         outcome: dict[str, BaseException] = {}
+        moving = carrier
 
         def migrate() -> None:
             try:
-                dom.migrateToURI3(peer_uri, params, flags)
+                moving.migrateToURI3(peer_uri, params, flags)
             except libvirt.libvirtError as exc:
                 outcome["error"] = migration_error(exc)
             except BaseException as exc:  # noqa: BLE001  (re-raised by the caller's thread)
@@ -157,7 +242,7 @@ def mirror_stopped_domain(
                 if not worker.is_alive():
                     break
                 with suppress(libvirt.libvirtError):
-                    last = _stats(dom.jobStats(0))
+                    last = _stats(carrier.jobStats(0))
                 if last is not None and last.disk_processed:
                     mark("disk_progress")
                     if last.disk_total and last.disk_processed >= last.disk_total:
@@ -166,7 +251,7 @@ def mirror_stopped_domain(
                     tick(last)
         except BaseException:
             with suppress(libvirt.libvirtError):
-                dom.abortJob()
+                carrier.abortJob()
             worker.join(60)
             raise
         if "error" in outcome:
@@ -180,11 +265,11 @@ def mirror_stopped_domain(
         completed = None
         with suppress(libvirt.libvirtError):
             completed = _stats(
-                {"type": libvirt.VIR_DOMAIN_JOB_COMPLETED, **dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)}
+                {"type": libvirt.VIR_DOMAIN_JOB_COMPLETED, **carrier.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)}
             )
         destroy_started = time.monotonic()
         dest = _open(destination_uri, timeout)
-        _destroy(dest, uuid, "the paused copy on the destination")
+        _destroy(dest, name, "the carrier on the destination")
         destroy_s = time.monotonic() - destroy_started
         mark("destroyed")
         return MirrorResult(
@@ -195,17 +280,16 @@ def mirror_stopped_domain(
             stats=completed or last,
             timeline=timeline,
             started_wall=started_wall,
+            carrier=name,
         )
     except BaseException:
         # leave both hosts as they were: nothing of the copy runs anywhere
-        if dom is not None and started_here:
-            with suppress(libvirt.libvirtError):
-                if dom.isActive() and state_name(dom.state()[0]) == "paused":
-                    dom.destroy()
+        with suppress(HypervisorError):
+            _destroy(conn, name, "the carrier on the source")
         with suppress(HypervisorError):
             if dest is None:
                 dest = _open(destination_uri, timeout)
-            _destroy(dest, uuid, "the paused copy on the destination")
+            _destroy(dest, name, "the carrier on the destination")
         raise
     finally:
         for c in (conn, dest):
@@ -214,15 +298,22 @@ def mirror_stopped_domain(
                     c.close()
 
 
-def _destroy(conn: libvirt.virConnect, uuid: str, what: str) -> None:
-    """Destroy a transient paused domain (it vanishes); nothing if it is not there."""
+def _with_cache(xml: str, cache: str) -> str:
+    root = parse_xml(xml)
+    for driver in root.findall("devices/disk/driver"):
+        driver.set("cache", cache)
+    return tostring(root, encoding="unicode")
+
+
+def _destroy(conn: libvirt.virConnect, name: str, what: str) -> None:
+    """Destroy a transient carrier domain (it vanishes); nothing if it is not there."""
     try:
-        dom = conn.lookupByUUIDString(uuid)
+        dom = conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return
         raise translate(exc, f"finding {what}") from None
-    if dom.isPersistent():
+    if dom.isPersistent() or not is_carrier(name):
         raise OperationFailed(f"{what} is a defined domain; it is not destroyed by the copy.")
     try:
         dom.destroy()
@@ -232,9 +323,10 @@ def _destroy(conn: libvirt.virConnect, uuid: str, what: str) -> None:
 
 
 def clear_leftovers(source_uri: str, destination_uri: str, uuid: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
-    """After a worker died during a block-mirror copy: destroy the domain it left paused on the source
-    (no guest code ever ran in it) and its paused transient copy on the destination. Returns what was
-    done, in words; hosts that do not answer are left for a later pass."""
+    """After a worker died during a block-mirror copy: destroy the carrier it left paused on either
+    host (no guest code ever runs in one). Copies started before carriers existed ran the VM itself
+    paused; such a paused VM on the source, or a paused transient copy of it on the destination, is
+    destroyed too. Returns what was done, in words; hosts that do not answer are left for a later pass."""
     done = []
     for uri, where in ((destination_uri, "destination"), (source_uri, "source")):
         try:
@@ -242,6 +334,14 @@ def clear_leftovers(source_uri: str, destination_uri: str, uuid: str, timeout: f
         except HypervisorError:
             continue
         try:
+            with suppress(HypervisorError):
+                try:
+                    conn.lookupByName(carrier_name(uuid))
+                except libvirt.libvirtError:
+                    pass
+                else:
+                    _destroy(conn, carrier_name(uuid), f"the carrier on the {where}")
+                    done.append(f"stopped the copy's paused carrier on the {where}")
             dom = conn.lookupByUUIDString(uuid)
             if dom.isActive() and state_name(dom.state()[0]) == "paused":
                 if where == "destination" and dom.isPersistent():

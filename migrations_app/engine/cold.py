@@ -273,7 +273,7 @@ class ColdMove:
             path = copy_path(jobs)
             if path == "mirror":
                 try:
-                    self.mirror_disks(src, dst, jobs, network_map)
+                    self.mirror_disks(src, dst, jobs)
                 except offline.MirrorUnavailable as exc:
                     if settings.COLD_COPY == "mirror":
                         raise
@@ -295,10 +295,11 @@ class ColdMove:
         self.cutover(defn, jobs, network_map)
         self.verify_and_finish(jobs, how, backup_note)
 
-    def mirror_disks(self, src: VolumeHost, dst: VolumeHost, jobs: list[DiskJob], network_map: dict[str, str]) -> None:
-        """The fast path (inventory.hypervisor.offline): the VM started paused on the source and its
-        disks mirrored by QEMU into volumes created here in their final format — conversion and copy
-        in one pass, no staging file, no read-back (the mirror's completion is the guarantee)."""
+    def mirror_disks(self, src: VolumeHost, dst: VolumeHost, jobs: list[DiskJob]) -> None:
+        """The fast path (inventory.hypervisor.offline): a paused carrier domain holding the VM's disks
+        started on the source and the disks mirrored by QEMU into volumes created here in their final
+        format — conversion and copy in one pass, no staging file, no read-back (the mirror's
+        completion is the guarantee)."""
         copied = [j for j in jobs if j.copy]
         foreign = [f"{j.target} ({j.source_format})" for j in copied if j.source_format not in NATIVE_FORMATS]
         if foreign:
@@ -335,7 +336,7 @@ class ColdMove:
         self.advance(
             RunStatus.TRANSFERRING,
             f"Copying {', '.join(j.target for j in copied)} with QEMU's block mirror "
-            f"(the VM is started paused on {self.source}: no guest code runs)",
+            f"(a paused QEMU on {self.source} holds the disks: no guest code runs)",
         )
         self.remember(mirror_started=True)
 
@@ -345,7 +346,6 @@ class ColdMove:
             peer_uri(self.destination),
             self.uuid,
             [offline.MirrorDisk(j.target, j.destination_path, j.format) for j in copied],
-            network_map,
             tick=self.mirror_tick,
             bandwidth_mib_s=self.spec.bandwidth_mib_s,
             timeout=self.timeout,
@@ -383,6 +383,7 @@ class ColdMove:
                 "check_s": round(time.monotonic() - checking, 3),
                 "timeline": result.timeline,
                 "started_wall": result.started_wall,
+                "carrier": result.carrier,
             },
         )
         shared.remember(self.run, transfers=reports)
