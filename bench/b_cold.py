@@ -100,6 +100,7 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
     from inventory.services.sync import sync_host
     from migrations_app.engine import cold
     from migrations_app.models import MigrationPlan, MigrationRun, PlanItem, RetainedDisk
+    from tests.base import LABCTL
 
     hosts = {}
     for entry in lab["hosts"]:
@@ -187,10 +188,17 @@ def _measure(lab: dict[str, Any], guests: Any, guest: Any, owner: Any, team: Any
         _stop_nbd(lab)
         _labctl("exec", "h2", "--", "qemu-img", "create", "-q", "-f", "qcow2", NBD_FILE, f"{DISK_MIB}M")
         pid_file = f"{_host(lab, 'h2')['pools_by_name']['local']['path']}/{NBD_PID}"
-        # --fork returns once the server listens; it exits by itself when the one client disconnects
-        _labctl(
-            "exec", "h2", "--", "qemu-nbd", "--fork", f"--pid-file={pid_file}", "-f", "qcow2",
-            "-b", address, "-p", str(NBD_PORT), "-x", "disk", NBD_FILE,
+        # --fork returns once the server listens; it exits by itself when the one client disconnects. Its
+        # output goes nowhere: the forked server keeps the caller's stderr, and a pipe would never close.
+        subprocess.run(
+            [
+                str(LABCTL), "exec", "h2", "--", "qemu-nbd", "--fork", f"--pid-file={pid_file}", "-f", "qcow2",
+                "-b", address, "-p", str(NBD_PORT), "-x", "disk", NBD_FILE,
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         sent = _tx_bytes(lab, "h1")
         started = time.perf_counter()
@@ -361,7 +369,7 @@ def _stop_nbd(lab: dict[str, Any]) -> None:
             pid = int(fh.read().strip() or 0)
     except (OSError, ValueError):
         pid = 0
-    if pid:
+    if pid and _is_qemu_nbd(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         for _ in range(100):
@@ -375,17 +383,31 @@ def _stop_nbd(lab: dict[str, Any]) -> None:
             os.unlink(path)
 
 
+def _is_qemu_nbd(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() == "qemu-nbd"
+    except OSError:
+        return False
+
+
 def _check_peer_copy(lab: dict[str, Any], source_path: str) -> None:
     """Reference (b) produced the same content (untimed)."""
     pool = _host(lab, "h2")["pools_by_name"]["local"]["backing_dir"]
     source = os.path.join(_host(lab, "h1")["pools_by_name"]["local"]["backing_dir"], os.path.basename(source_path))
-    for _ in range(100):  # the server closes the image after the client left
+    pid_file = os.path.join(pool, NBD_PID)
+    for _ in range(250):  # the server closes the image and exits after the client left
         try:
-            with open(os.path.join(pool, NBD_PID)) as fh:
-                os.kill(int(fh.read().strip()), 0)
+            with open(pid_file) as fh:
+                if not _is_qemu_nbd(int(fh.read().strip())):
+                    break
         except (OSError, ValueError):
             break
         time.sleep(0.02)
+    else:
+        raise RuntimeError("qemu-nbd did not exit after its client left")  # _stop_nbd ends it
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pid_file)
     subprocess.run(
         [
             "qemu-img",
