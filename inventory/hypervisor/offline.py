@@ -48,6 +48,8 @@ from .migrate import JobStats, _stats, migration_error, rewrite_xml
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+FINISH_POLL_S = 0.02  # at the end of the copy: watching for the carrier's arrival on the destination
+FINISHING_S = 2.0
 #: the carrier domains that hold the disks during a copy: transient, paused, named after the VM's UUID
 CARRIER_PREFIX = HELPER_DOMAIN_PREFIXES[0]
 CARRIER_MEMORY_MIB = 32
@@ -75,7 +77,8 @@ class MirrorResult:
     #: seconds from the start of the call to the end of each step, in order: "connected",
     #: "started_paused", "migrate_called", "disk_progress" (first reading with disk bytes copied; the
     #: destination QEMU is up and the mirror runs), "disk_done" (first reading with nothing left),
-    #: "migrated" (migrateToURI3 returned), "destroyed". Readings are POLL_S apart.
+    #: "arrived" (the carrier waits paused on the destination, which starts stopping it), "migrated"
+    #: (migrateToURI3 returned), "destroyed". Readings are POLL_S apart, FINISH_POLL_S at the end.
     timeline: dict[str, float] = field(default_factory=dict)
     started_wall: float = 0.0  # time.time() at the start, to line the steps up with the hosts' logs
     carrier: str = ""  # the carrier domain's name (its QEMU logs are named after it)
@@ -156,15 +159,15 @@ def mirror_stopped_domain(
     *,
     tick: Callable[[JobStats | None], None] | None = None,
     bandwidth_mib_s: int | None = None,
-    destination_cache: str = "",
+    destination_driver: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> MirrorResult:
     """Copy the disks of the stopped domain `uuid` into the pre-created destination volumes.
 
     `tick(stats)` is called every POLL_S while the copy runs; if it raises, the job is aborted and the
     exception propagates (after the carrier was stopped again). `bandwidth_mib_s` caps the copy
-    (libvirt applies the migration bandwidth to the disk mirror too). `destination_cache`: a disk
-    cache mode for the destination QEMU's writes (libvirt's default when empty). On any failure, the
+    (libvirt applies the migration bandwidth to the disk mirror too). `destination_driver`: disk
+    driver attributes (cache, io…) for the destination QEMU's writes (libvirt's defaults when None). On any failure, the
     carrier on the source and any copy of it on the destination are destroyed: both hosts are left as
     before (the destination volumes are the caller's to remove).
     """
@@ -205,8 +208,8 @@ def mirror_stopped_domain(
         except libvirt.libvirtError as exc:
             raise translate(exc, "reading the carrier's definition") from None
         dest_xml, _none = rewrite_xml(migratable, {}, {targets[d.target]: (d.path, d.format) for d in disks})
-        if destination_cache:
-            dest_xml = _with_cache(dest_xml, destination_cache)
+        if destination_driver:
+            dest_xml = _with_driver(dest_xml, destination_driver)
         params: dict[str, Any] = {
             libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
             libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: [targets[d.target] for d in disks],
@@ -220,6 +223,10 @@ def mirror_stopped_domain(
             | libvirt.VIR_MIGRATE_PAUSED
             | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
         )
+        # the destination connection is open before the copy: its carrier is stopped as soon as it has
+        # arrived, while the source daemon is still stopping its own QEMU (each stop costs libvirt at
+        # least one 200 ms wait for the process to go)
+        dest = _open(destination_uri, timeout)
         migrate_started = time.monotonic()
         outcome: dict[str, BaseException] = {}
         moving = carrier
@@ -236,40 +243,72 @@ def mirror_stopped_domain(
         worker.start()
         mark("migrate_called")
         last: JobStats | None = None
+        stopper: _Stopper | None = None
+        # the copy is about to end (under FINISHING_S to go at the rate so far, or done): from then on the
+        # destination is watched every FINISH_POLL_S for the carrier's arrival
+        finishing = False
+        first: tuple[float, int] | None = None  # (when, bytes) of the first reading with progress
+        next_tick = time.monotonic() + POLL_S
         try:
             while worker.is_alive():
-                worker.join(POLL_S)
+                worker.join(FINISH_POLL_S if finishing else POLL_S)
                 if not worker.is_alive():
                     break
+                now = time.monotonic()
+                if finishing:
+                    if stopper is None and _arrived(dest, name):
+                        mark("arrived")
+                        stopper = _Stopper(dest, name)
+                    if now < next_tick:
+                        continue
+                reading = None
                 with suppress(libvirt.libvirtError):
-                    last = _stats(carrier.jobStats(0))
-                if last is not None and last.disk_processed:
+                    reading = _stats(carrier.jobStats(0))
+                if reading is None or not reading.active:
+                    finishing = finishing or first is not None  # the job is ending
+                else:
+                    last = reading
+                if reading is not None and reading.disk_processed and reading.disk_total:
                     mark("disk_progress")
-                    if last.disk_total and last.disk_processed >= last.disk_total:
+                    left = reading.disk_total - reading.disk_processed
+                    if first is None:
+                        first = (now, reading.disk_processed)
+                    rate = (reading.disk_processed - first[1]) / max(now - first[0], 1e-3)
+                    if left <= 0:
                         mark("disk_done")
+                    finishing = finishing or left <= 0 or (rate > 0 and left / rate < FINISHING_S)
+                next_tick = now + POLL_S
                 if tick is not None:
                     tick(last)
         except BaseException:
             with suppress(libvirt.libvirtError):
                 carrier.abortJob()
             worker.join(60)
+            if stopper is not None:
+                stopper.wait()
             raise
+        migrate_s = time.monotonic() - migrate_started
+        mark("migrated")
         if "error" in outcome:
+            if stopper is not None:
+                stopper.wait()
             error = outcome["error"]
             if isinstance(error, Unsupported):
                 # the host pair does not offer storage migration: nothing was copied
                 raise MirrorUnavailable(f"QEMU's block mirror is not available here: {error.message}", raw=error.raw)
             raise error
-        migrate_s = time.monotonic() - migrate_started
-        mark("migrated")
         completed = None
         with suppress(libvirt.libvirtError):
             completed = _stats(
                 {"type": libvirt.VIR_DOMAIN_JOB_COMPLETED, **carrier.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)}
             )
         destroy_started = time.monotonic()
-        dest = _open(destination_uri, timeout)
-        _destroy(dest, name, "the carrier on the destination")
+        if stopper is not None:
+            stopper.wait()
+            if stopper.error is not None:
+                raise stopper.error
+        else:
+            _destroy(dest, name, "the carrier on the destination")
         destroy_s = time.monotonic() - destroy_started
         mark("destroyed")
         return MirrorResult(
@@ -298,10 +337,39 @@ def mirror_stopped_domain(
                     c.close()
 
 
-def _with_cache(xml: str, cache: str) -> str:
+def _arrived(conn: libvirt.virConnect, name: str) -> bool:
+    """The carrier has arrived on the destination: the incoming migration has finished there (libvirt's
+    Finish phase), and it waits paused. Only then may it be stopped without disturbing the migration."""
+    try:
+        state, reason = conn.lookupByName(name).state()
+    except libvirt.libvirtError:
+        return False
+    return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
+
+
+class _Stopper:
+    """Destroys the carrier on the destination in a thread of its own; `wait()` for it, then `error`."""
+
+    def __init__(self, conn: libvirt.virConnect, name: str) -> None:
+        self.error: HypervisorError | None = None
+        self._thread = threading.Thread(target=self._run, args=(conn, name), name=f"stop-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, conn: libvirt.virConnect, name: str) -> None:
+        try:
+            _destroy(conn, name, "the carrier on the destination")
+        except HypervisorError as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        self._thread.join(DEFAULT_TIMEOUT_S * 4)
+
+
+def _with_driver(xml: str, attrs: dict[str, str]) -> str:
     root = parse_xml(xml)
     for driver in root.findall("devices/disk/driver"):
-        driver.set("cache", cache)
+        for key, value in attrs.items():
+            driver.set(key, value)
     return tostring(root, encoding="unicode")
 
 

@@ -351,7 +351,6 @@ class ColdMove:
             timeout=self.timeout,
         )
         checking = time.monotonic()
-        processed = result.stats.disk_processed if result.stats else 0
         reports = []
         for job in copied:
             dst.refresh_pool_of(job.destination_path)
@@ -366,7 +365,9 @@ class ColdMove:
                 destination=job.destination_path,
                 size=info.physical,
                 data_bytes=info.allocation,
-                bytes_sent=processed if len(copied) == 1 else info.allocation,
+                # the data the mirror wrote: QEMU sends unallocated areas as write-zeroes requests, not bytes
+                # (B-COLD reads the link's counters: what crosses it is this allocation, not the virtual size)
+                bytes_sent=info.allocation,
                 verified=True,
                 seconds=result.migrate_s,
                 method="mirror",
