@@ -344,13 +344,17 @@ def mirror_stopped_domain(
 
 
 def _arrived(conn: libvirt.virConnect, name: str) -> bool:
-    """The carrier has arrived on the destination: the incoming migration has finished there (libvirt's
-    Finish phase), and it waits paused. Only then may it be stopped without disturbing the migration."""
+    """The carrier has arrived on the destination: it waits paused there (libvirt's Finish phase sets
+    that state) and the incoming migration job has ended (Finish has let go of the domain, and of its
+    QEMU). Only then may it be stopped without disturbing the migration."""
     try:
-        state, reason = conn.lookupByName(name).state()
+        dom = conn.lookupByName(name)
+        state, reason = dom.state()
+        if state != libvirt.VIR_DOMAIN_PAUSED or reason != libvirt.VIR_DOMAIN_PAUSED_USER:
+            return False
+        return bool(dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE)
     except libvirt.libvirtError:
         return False
-    return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
 
 
 class _Stopper:
