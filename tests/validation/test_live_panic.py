@@ -18,14 +18,15 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from inventory.models import Host, VirtualMachine
-from migrations_app.choices import RunStatus, ValidationStatus
+from inventory.models import Host, Network, VirtualMachine
+from migrations_app.choices import PlanStatus, RunStatus, ValidationStatus
 from migrations_app.engine import live
 from migrations_app.jobs import MIGRATION_QUEUE
-from migrations_app.models import AuditLogEntry, MigrationRun, ValidationReport
+from migrations_app.models import AuditLogEntry, MigrationPlan, MigrationRun, ValidationReport
 from migrations_app.plan_jobs import START_QUEUE, start_plan
 from migrations_app.services import approvals, plans
 from migrations_app.services.audits import run_audit
+from migrations_app.services.configuration import ensure_network_mapping
 from migrations_app.services.runs import start_item
 from tests.base import PASSWORD
 from tests.engine.conftest import plan_item, sync
@@ -61,6 +62,14 @@ def test_guest_that_panics_after_a_live_move_fails_console_and_is_offered_the_mo
     ip = "10.78.0.135"
     guest = define_linux(lab_guests, "h1", ip, agent=True, nic_filter="lab-clean-traffic", team="payments")
     item = plan_item(people, lab_hosts, guest, "h2", max_downtime_ms=500)
+    # the admins' network mapping back from h2 (as `make run` maps the lab), which a move back plan uses
+    ensure_network_mapping(
+        people["carol"],
+        Network.objects.get(host=lab_hosts["h2"], name="app-lan"),
+        Network.objects.get(host=lab_hosts["h1"], name="app-net"),
+    )
+    # the plan as the scheduler leaves it when it starts its runs, so that it follows them
+    MigrationPlan.objects.filter(pk=item.plan_id).update(status=PlanStatus.RUNNING)
     run = start_item(people["alice"], item)
     answers: list[str] = []
     arming = _panic_on_arrival(run, ip, answers)
@@ -86,6 +95,7 @@ def test_guest_that_panics_after_a_live_move_fails_console_and_is_offered_the_mo
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
     assert vm.host.name == "h2"
     assert AuditLogEntry.objects.filter(verb="run.failed", target_id=str(run.pk)).exists()
+    assert MigrationPlan.objects.get(pk=item.plan_id).status == PlanStatus.FAILED
 
     # the run page offers the one-click move back; one click makes an audited plan h2 → h1
     alice = Client()
@@ -115,16 +125,19 @@ def test_guest_that_panics_after_a_live_move_fails_console_and_is_offered_the_mo
     assert audit is not None
     run_audit(audit.pk)
     back.refresh_from_db()
-    assert back.status == "ready", (
-        back.status,
-        list(audit.results.filter(severity="block").values_list("check_id", "message")),
-    )
+    # the move back keeps the original plan's options, "no fresh backup" included: BAK-RECENT blocks
+    # (the lab guest has no backup) and only an approver can accept that, with a reason
+    blocks = set(audit.results.filter(severity="block").values_list("check_id", flat=True))
+    assert (back.status, blocks) == (PlanStatus.BLOCKED, {"BAK-RECENT"}), audit.results.filter(severity="block")
+    plans.record_override(people["carol"], back, "Moving back the VM that panicked; it has no disks to lose.")
+    back.refresh_from_db()
+    assert back.status == PlanStatus.READY
     plans.submit(people["alice"], back)
     with pytest.raises(Denied):  # four eyes: never the requester
         approvals.approve(people["alice"], back, "my own plan")
     approvals.approve(people["carol"], back, "Move it back to where it ran without trouble.")
     back.refresh_from_db()
-    assert back.status == "scheduled", back.status
+    assert back.status == PlanStatus.SCHEDULED, back.status
     try:
         start_plan(back.pk)  # what the start job does on a worker: re-audit, then the runs
         back_run = MigrationRun.objects.get(item__plan=back)
