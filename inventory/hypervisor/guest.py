@@ -162,13 +162,15 @@ def _exec(dom: libvirt.virDomain, path: str, args: list[str], wait_s: float = 5.
     started = _agent(dom, "guest-exec", {"path": path, "arg": args, "capture-output": True})
     pid = started["pid"]
     end = time.monotonic() + wait_s
+    pause = 0.01  # a read-only command is done in milliseconds: ask again soon, then less often
     while True:
         status = _agent(dom, "guest-exec-status", {"pid": pid})
         if status.get("exited"):
             return base64.b64decode(status.get("out-data", "")).decode(errors="replace")
         if time.monotonic() > end:
             raise TimeoutError(f"{path} did not finish within {wait_s:.0f} s")
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _ping(dom: libvirt.virDomain, wait_s: float) -> tuple[bool, str]:
