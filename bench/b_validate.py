@@ -6,8 +6,8 @@ h1 → h2 → h3 → h1 … (each cold move restarts the guest, so its validatio
 
 For every move the validation report gives the phase's total time (`duration_ms`) and the checks'
 deliberate waits (`waits`: for the guest agent to answer, the rest of the console's observation window,
-probe retries); the overhead is the difference — the checks' own work (libvirt connections and reads,
-guest-agent commands, the database rows and published events). Target: median overhead <= 3 s over
+the owner's probes with their retries); the overhead is the difference — the checks' own work (libvirt
+connections and reads, guest-agent commands, the database rows and published events). Target: median overhead <= 3 s over
 5 moves of each kind (after one warm-up move, not reported). A move that fails or a validation that
 does not pass is counted and reported, never dropped, and the result then misses its target.
 Per-check medians are reported beside, to show where the overhead goes.

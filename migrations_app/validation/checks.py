@@ -399,14 +399,14 @@ def probes(ctx: ValidationContext) -> Finding:
             continue
         first = time.monotonic()
         end = first + ctx.waits.probe_s
-        last = first
         while True:
-            last = time.monotonic()
             ok, detail = _probe_once(probe, timeout=2.0)
             if ok or time.monotonic() >= end:
                 break
             time.sleep(0.5)
-        ctx.note_wait("probes", last - first)  # retrying a probe that did not answer yet
+        # a probe is waiting for the guest's service to answer (a guest that has just booted may need
+        # a retry, or a TCP retransmission while its network comes up)
+        ctx.note_wait("probes", time.monotonic() - first)
         results[probe.label] = detail
         if not ok:
             failed.append(probe.label)

@@ -231,7 +231,8 @@ WAIT_KINDS = ("agent", "console", "probes")
 
 def waits_ms(waited: dict[str, float]) -> dict[str, float]:
     """The checks' deliberate waits in ms — for the guest agent to answer, the rest of the console's
-    window, probe retries — and their total; the validation's time beyond them is its own work."""
+    window, the owner's probes (retries included) — and their total; the validation's time beyond them
+    is its own work."""
     out = {kind: round(waited.get(kind, 0.0) * 1000, 1) for kind in WAIT_KINDS}
     out["total"] = round(sum(out.values()), 1)
     return out
