@@ -69,8 +69,17 @@ class LabGuests:
         self.volumes: list[tuple[str, str]] = []  # (pool name, volume name) on any host
 
     def conn(self, host: str) -> libvirt.virConnect:
-        if host not in self._conns:
-            self._conns[host] = libvirt.open(self.hosts[host]["uri"])
+        """A connection to the host, opened again when its daemon restarted since (a fault test stops it)."""
+        cached = self._conns.get(host)
+        if cached is not None:
+            try:
+                cached.getLibVersion()  # a round trip: a closed socket is only noticed on use
+                return cached
+            except libvirt.libvirtError:
+                pass
+            with contextlib.suppress(libvirt.libvirtError):
+                cached.close()
+        self._conns[host] = libvirt.open(self.hosts[host]["uri"])
         return self._conns[host]
 
     def volume(self, host: str, pool: str, name: str, fmt: str, capacity_mib: int) -> str:
