@@ -22,6 +22,11 @@ class ValidationReport(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True, help_text="How long the validation took.")
+    waits = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Of that, ms the checks spent waiting on purpose: {"agent", "console", "probes", "total"}.',
+    )
     move_back_plan = models.ForeignKey(
         "migrations_app.MigrationPlan", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

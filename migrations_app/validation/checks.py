@@ -397,12 +397,16 @@ def probes(ctx: ValidationContext) -> Finding:
             failed.append(probe.label)
             results[probe.label] = "no address: set one on the probe, or give the VM a guest agent"
             continue
-        end = time.monotonic() + ctx.waits.probe_s
+        first = time.monotonic()
+        end = first + ctx.waits.probe_s
         while True:
             ok, detail = _probe_once(probe, timeout=2.0)
             if ok or time.monotonic() >= end:
                 break
             time.sleep(0.5)
+        # a probe is waiting for the guest's service to answer (a guest that has just booted may need
+        # a retry, or a TCP retransmission while its network comes up)
+        ctx.note_wait("probes", time.monotonic() - first)
         results[probe.label] = detail
         if not ok:
             failed.append(probe.label)

@@ -89,6 +89,12 @@ class ValidationContext:
     _console: ConsoleCapture | None = None
     _console_started: float = 0.0
     _agent_done_at: float | None = None
+    #: seconds the checks spent in their deliberate waits, by kind ("agent", "console", "probes"): what
+    #: the validation's time is made of beside its own work (reported with the report's time)
+    waited: dict[str, float] = field(default_factory=dict)
+
+    def note_wait(self, kind: str, seconds: float) -> None:
+        self.waited[kind] = self.waited.get(kind, 0.0) + max(0.0, seconds)
 
     # ---- the guest before the move --------------------------------------------------------------------
 
@@ -133,9 +139,11 @@ class ValidationContext:
             self._agent_done_at = time.monotonic()
             return None
         try:
-            return hvg.agent_facts(self.destination_uri, self.uuid, self.timeout, wait_s=self.waits.agent_s)
+            facts = hvg.agent_facts(self.destination_uri, self.uuid, self.timeout, wait_s=self.waits.agent_s)
         finally:
             self._agent_done_at = time.monotonic()
+        self.note_wait("agent", facts.ping_s)  # waiting for the agent to answer (a booting guest's agent later)
+        return facts
 
     @cached_property
     def kernel_log(self) -> tuple[str | None, str]:
@@ -173,5 +181,7 @@ class ValidationContext:
         _ = self.agent_after
         if self._console_thread is None:
             return ConsoleCapture("", 0.0, "the VM is not running")
+        joined = time.monotonic()
         self._console_thread.join(self.waits.console_max_s + self.timeout + 5)
+        self.note_wait("console", time.monotonic() - joined)  # the rest of the console's window
         return self._console or ConsoleCapture("", 0.0, "the console could not be read in time")

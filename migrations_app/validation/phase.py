@@ -215,11 +215,34 @@ def _run_phase(run: MigrationRun, waits: Waits | None = None) -> ValidationRepor
     report.status = status_of(outcomes)
     report.finished_at = timezone.now()
     report.duration_ms = round((time.monotonic() - started) * 1000, 1)
-    report.save(update_fields=["status", "finished_at", "duration_ms"])
+    report.waits = waits_ms(ctx.waited)
+    report.save(update_fields=["status", "finished_at", "duration_ms", "waits"])
     events.validation_result(
-        run.pk, {}, {"status": report.status, "duration_ms": report.duration_ms, **counts(outcomes)}
+        run.pk,
+        {},
+        {"status": report.status, "duration_ms": report.duration_ms, "waits_ms": report.waits, **counts(outcomes)},
     )
     return report
+
+
+#: the checks' deliberate waits, in the order the report names them
+WAIT_KINDS = ("agent", "console", "probes")
+
+
+def waits_ms(waited: dict[str, float]) -> dict[str, float]:
+    """The checks' deliberate waits in ms — for the guest agent to answer, the rest of the console's
+    window, the owner's probes (retries included) — and their total; the validation's time beyond them
+    is its own work."""
+    out = {kind: round(waited.get(kind, 0.0) * 1000, 1) for kind in WAIT_KINDS}
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
+def overhead_ms(report: ValidationReport) -> float | None:
+    """The validation's time beyond the checks' own waits."""
+    if report.duration_ms is None or not report.waits:
+        return None
+    return round(report.duration_ms - float(report.waits.get("total", 0.0)), 1)
 
 
 def _store(
@@ -267,6 +290,8 @@ def report_payload(report: ValidationReport, results: list[ValidationResult] | N
         "status_label": report.get_status_display(),
         **counts(outcomes),
         "duration_ms": report.duration_ms,
+        "waits_ms": report.waits or None,
+        "overhead_ms": overhead_ms(report),
         "started_at": report.started_at.isoformat() if report.started_at else None,
         "finished_at": report.finished_at.isoformat() if report.finished_at else None,
         "move_back_plan": report.move_back_plan_id,

@@ -136,3 +136,28 @@ def test_a_rebooted_guest_fails_continuity_and_downtime_over_the_limit_fails() -
     state, message, found = outcome("VAL-DOWNTIME", context(downtime_ms=301.0))
     assert state == "fail" and "limit of 300 ms" in message and found == {"downtime_ms": 301.0}
     assert outcome("VAL-CONTINUITY", context("cold"))[0] == "info"
+
+
+def test_the_checks_deliberate_waits_are_counted_apart_from_their_work() -> None:
+    import socket
+
+    from migrations_app.validation import ProbeSpec
+    from migrations_app.validation.phase import waits_ms
+
+    with socket.socket() as sock:  # a port nothing listens on: the probe is retried until its wait ends
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = context()
+    ctx.probes = [ProbeSpec(kind="tcp", address="127.0.0.1", port=port)]
+    ctx.waits = Waits(probe_s=0.6)
+    assert outcome("VAL-PROBES", ctx)[0] == "fail"
+    assert set(ctx.waited) == {"probes"} and ctx.waited["probes"] > 0
+    ctx.note_wait("console", 1.25)
+    ctx.note_wait("console", 0.25)
+    assert waits_ms({"console": 1.5, "agent": 0.0125}) == {
+        "agent": 12.5,
+        "console": 1500.0,
+        "probes": 0.0,
+        "total": 1512.5,
+    }
+    assert waits_ms(ctx.waited)["console"] == 1500.0

@@ -41,6 +41,11 @@ def _assert_all_pass(run: MigrationRun) -> dict[str, Any]:
     assert bad == {}
     assert run.validation.status == ValidationStatus.PASSED
     assert run.validation.duration_ms and run.validation.duration_ms > 0
+    # the checks' deliberate waits are reported beside the validation's time (the console is always watched)
+    waits = run.validation.waits
+    assert set(waits) == {"agent", "console", "probes", "total"} and waits["console"] > 0
+    assert waits["total"] == pytest.approx(waits["agent"] + waits["console"] + waits["probes"], abs=0.2)
+    assert waits["total"] <= run.validation.duration_ms
     for r in results.values():
         assert set(r.evidence) == {"expected", "found"} and r.at is not None
     return results

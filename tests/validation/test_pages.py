@@ -59,7 +59,12 @@ def failed_report(run: MigrationRun) -> ValidationReport:
     )
     VirtualMachine.objects.filter(pk=run.vm_id).update(host=run.destination)
     report = ValidationReport.objects.create(
-        run=run, status=ValidationStatus.FAILED, started_at=now, finished_at=now, duration_ms=2345.0
+        run=run,
+        status=ValidationStatus.FAILED,
+        started_at=now,
+        finished_at=now,
+        duration_ms=2345.0,
+        waits={"agent": 12.0, "console": 1500.0, "probes": 0.0, "total": 1512.0},
     )
     for i, check_id in enumerate(REGISTRY):
         bad = check_id == "VAL-CONSOLE"
@@ -84,9 +89,14 @@ def test_run_page_report_page_and_json_show_the_results_with_evidence(fleet: dic
     assert "Plan the move back" in html
     page = client.get(reverse("runs:run_validation", args=[run.pk])).content.decode()
     assert "Validation report" in page and "2345 ms" in page
+    # the validation's time, split into the checks' deliberate waits and their own work
+    assert "1512 ms of it waiting for the guest on purpose" in page and "console window 1500 ms" in page
+    assert "833 ms the validation's own work" in page
     assert "Kernel panic - not syncing" in page and HOSTILE not in page
     data = client.get(reverse("runs:run_validation_json", args=[run.pk])).json()
     assert data["validation"]["status"] == "failed" and data["validation"]["failed"] == 1
+    assert data["validation"]["duration_ms"] == 2345.0 and data["validation"]["overhead_ms"] == 833.0
+    assert data["validation"]["waits_ms"] == {"agent": 12.0, "console": 1500.0, "probes": 0.0, "total": 1512.0}
     assert [r["check_id"] for r in data["validation"]["results"]] == list(REGISTRY)
     assert data["run"]["downtime_ms"] == 25.0 and data["run"]["error"].startswith("Validation failed")
     snap = live.run_snapshot(run.pk)["validation"]
