@@ -327,7 +327,7 @@ RUN_LEASE_SECONDS = env_int("VMPORTAL_RUN_LEASE_SECONDS", 30, minimum=3)
 MAX_MOVE_SECONDS = env_int("VMPORTAL_MAX_MOVE_SECONDS", 6 * 3600, minimum=60)
 # Chunk size of the portal's own disk copies (cold moves, backups); a fault re-sends at most one chunk.
 COLD_CHUNK_BYTES = env_int("VMPORTAL_COLD_CHUNK_BYTES", 32 * 1024 * 1024, minimum=1024 * 1024)
-# How a cold move copies disks: "auto" = QEMU's block mirror of the VM started paused, falling back to the
+# How a cold move copies disks: "auto" = QEMU's block mirror from a paused carrier domain, falling back to the
 # portal's chunked stream copy where that cannot be used; "mirror" or "stream" = only that path.
 COLD_COPY = env_choice("VMPORTAL_COLD_COPY", "auto", ("auto", "mirror", "stream"))
 # Backups: kept this many days; BAK-RECENT accepts one younger than BACKUP_MAX_AGE seconds.

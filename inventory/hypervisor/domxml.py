@@ -37,6 +37,15 @@ _UNITS = {
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
+#: transient domains the portal itself starts for a moment: a cold copy's carrier
+#: (inventory.hypervisor.offline) and a QEMU start-time probe (inventory.hypervisor.measure).
+HELPER_DOMAIN_PREFIXES = ("vmportal-copy-", "vmportal-probe-")
+
+
+def is_helper_domain(name: str, persistent: bool) -> bool:
+    """A transient domain of the portal's own, not a VM (the inventory does not list it)."""
+    return not persistent and name.startswith(HELPER_DOMAIN_PREFIXES)
+
 
 def parse_xml(text: str) -> Element:
     try:

@@ -195,9 +195,11 @@ def read_host(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> HostSnapshot:
         domains: list[DomainInfo] = []
         for dom in call(lambda: conn.listAllDomains(0), "listing VMs"):
             try:
-                domains.append(_domain(dom, volumes))
+                info = _domain(dom, volumes)
             except libvirt.libvirtError as exc:
                 if translate(exc).__class__ is NotFound:
                     continue  # undefined while we read it; the next sync marks it missing
                 raise translate(exc, "reading a VM") from None
+            if not domxml.is_helper_domain(info.name, info.persistent):
+                domains.append(info)
         return HostSnapshot(host=host, pools=pools, networks=networks, domains=domains)

@@ -273,7 +273,7 @@ class ColdMove:
             path = copy_path(jobs)
             if path == "mirror":
                 try:
-                    self.mirror_disks(src, dst, jobs, network_map)
+                    self.mirror_disks(src, dst, jobs)
                 except offline.MirrorUnavailable as exc:
                     if settings.COLD_COPY == "mirror":
                         raise
@@ -295,10 +295,11 @@ class ColdMove:
         self.cutover(defn, jobs, network_map)
         self.verify_and_finish(jobs, how, backup_note)
 
-    def mirror_disks(self, src: VolumeHost, dst: VolumeHost, jobs: list[DiskJob], network_map: dict[str, str]) -> None:
-        """The fast path (inventory.hypervisor.offline): the VM started paused on the source and its
-        disks mirrored by QEMU into volumes created here in their final format — conversion and copy
-        in one pass, no staging file, no read-back (the mirror's completion is the guarantee)."""
+    def mirror_disks(self, src: VolumeHost, dst: VolumeHost, jobs: list[DiskJob]) -> None:
+        """The fast path (inventory.hypervisor.offline): a paused carrier domain holding the VM's disks
+        started on the source and the disks mirrored by QEMU into volumes created here in their final
+        format — conversion and copy in one pass, no staging file, no read-back (the mirror's
+        completion is the guarantee)."""
         copied = [j for j in jobs if j.copy]
         foreign = [f"{j.target} ({j.source_format})" for j in copied if j.source_format not in NATIVE_FORMATS]
         if foreign:
@@ -317,6 +318,7 @@ class ColdMove:
             )
         volumes: list[dict[str, str]] = []
         capacities: dict[str, int] = {}
+        creating = time.monotonic()
         for job in copied:
             info = src.info(job.source_path)
             job.source_pool = info.pool
@@ -329,11 +331,12 @@ class ColdMove:
             pending = {"host": self.destination.pk, "uuid": self.uuid, "volumes": volumes}
             MigrationRun.objects.filter(pk=self.run.pk).update(pending_cleanup=pending)
             self.run.pending_cleanup = pending
+        volumes_s = time.monotonic() - creating
         self.totals.total = sum(capacities.values())
         self.advance(
             RunStatus.TRANSFERRING,
             f"Copying {', '.join(j.target for j in copied)} with QEMU's block mirror "
-            f"(the VM is started paused on {self.source}: no guest code runs)",
+            f"(a paused QEMU on {self.source} holds the disks: no guest code runs)",
         )
         self.remember(mirror_started=True)
 
@@ -343,16 +346,11 @@ class ColdMove:
             peer_uri(self.destination),
             self.uuid,
             [offline.MirrorDisk(j.target, j.destination_path, j.format) for j in copied],
-            network_map,
             tick=self.mirror_tick,
             bandwidth_mib_s=self.spec.bandwidth_mib_s,
             timeout=self.timeout,
         )
-        self.remember(
-            mirror_started=False,
-            mirror={"start_s": result.start_s, "migrate_s": result.migrate_s, "destroy_s": result.destroy_s},
-        )
-        processed = result.stats.disk_processed if result.stats else 0
+        checking = time.monotonic()
         reports = []
         for job in copied:
             dst.refresh_pool_of(job.destination_path)
@@ -367,12 +365,28 @@ class ColdMove:
                 destination=job.destination_path,
                 size=info.physical,
                 data_bytes=info.allocation,
-                bytes_sent=processed if len(copied) == 1 else info.allocation,
+                # the data the mirror wrote: QEMU sends unallocated areas as write-zeroes requests, not bytes
+                # (B-COLD reads the link's counters: what crosses it is this allocation, not the virtual size)
+                bytes_sent=info.allocation,
                 verified=True,
                 seconds=result.migrate_s,
                 method="mirror",
             )
             reports.append({"target": job.target, "format": job.format, **job.report.as_dict()})
+        # where the copy phase's time went (B-COLD prints it)
+        self.remember(
+            mirror_started=False,
+            mirror={
+                "volumes_s": round(volumes_s, 3),
+                "start_s": result.start_s,
+                "migrate_s": result.migrate_s,
+                "destroy_s": result.destroy_s,
+                "check_s": round(time.monotonic() - checking, 3),
+                "timeline": result.timeline,
+                "started_wall": result.started_wall,
+                "carrier": result.carrier,
+            },
+        )
         shared.remember(self.run, transfers=reports)
         self.sample(self.totals.total, final=True, note="copied by QEMU's block mirror")
         MigrationRun.objects.filter(pk=self.run.pk).update(transferred_at=timezone.now())

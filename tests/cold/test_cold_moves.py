@@ -158,8 +158,9 @@ def test_a_mostly_empty_2_gib_image_costs_io_in_proportion_to_its_data(
 def test_the_block_mirror_copies_a_mostly_empty_2_gib_image_sparse_and_converted(
     lab_guests: LabGuests, lab_hosts: dict[str, Host], people: dict[str, Any]
 ) -> None:
-    """The fast path (default): the VM started paused, its raw disk mirrored into a qcow2 volume; only the
-    data is allocated on the destination, the content is the source's, and nothing keeps running."""
+    """The fast path (default): a paused carrier holding the VM's disk started on the source, the raw disk
+    mirrored into a qcow2 volume; only the data is allocated on the destination, the content is the
+    source's, and nothing keeps running."""
     written = 32
     guest = lab_guests.define(
         "h1",
@@ -183,3 +184,6 @@ def test_the_block_mirror_copies_a_mostly_empty_2_gib_image_sparse_and_converted
     assert _same_content("h1", guest.disks[0]["path"], "h2", dest_path)
     # stopped before, stopped after: defined on h2, shut off, and no paused copy left on either host
     assert lab_guests.where(guest) == {"h2": str(libvirt.VIR_DOMAIN_SHUTOFF)}
+    assert run.scratch["cold"]["mirror"]["carrier"] == f"vmportal-copy-{guest.uuid}"
+    for host in ("h1", "h2"):
+        assert not [d.name() for d in lab_guests.conn(host).listAllDomains(0) if d.name().startswith("vmportal-copy-")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from xml.etree.ElementTree import Element
+
 import libvirt
 
 from inventory.hypervisor import lifecycle
@@ -57,3 +59,63 @@ def test_one_capabilities_parser() -> None:
     assert caps.virt_types == ["kvm", "qemu"]
     assert set(caps.guest_arches) == {"x86_64", "i686"}  # hvm guests only
     assert "<model>Skylake</model>" in caps.cpu_xml
+
+
+VM_FOR_COPY = """<domain type='kvm'><name>big</name><uuid>0b7c7e1e-1111-4222-8333-944455556666</uuid>
+<memory unit='GiB'>64</memory><vcpu>16</vcpu>
+<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os><features><acpi/><apic/></features>
+<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/>
+<source file='/p/root.raw'/><target dev='sda' bus='sata'/><iotune><total_bytes_sec>1000</total_bytes_sec></iotune>
+<boot order='1'/><address type='drive' controller='0' bus='0' target='0' unit='0'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/data.qcow2'/>
+<target dev='vdb' bus='virtio'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/shared/s.raw'/><target dev='vdc'/></disk>
+<interface type='network'><mac address='52:54:00:00:00:01'/><source network='n'/></interface>
+<graphics type='vnc'/><video><model type='vga'/></video></devices></domain>"""
+
+
+def _el(parent: Element, path: str) -> Element:
+    found = parent.find(path)
+    assert found is not None, path
+    return found
+
+
+def test_the_cold_copy_carrier_holds_only_the_disks_to_copy() -> None:
+    """The paused domain a block-mirror copy starts: the VM's type, machine and emulator, a little RAM and
+    only the copied disks (on virtio, without the VM's cache, throttling or boot settings), nothing else."""
+    from inventory.hypervisor import offline
+    from inventory.hypervisor.domxml import is_helper_domain, parse_xml
+
+    uuid = "0b7c7e1e-1111-4222-8333-944455556666"
+    xml, names = offline.carrier_xml(VM_FOR_COPY, uuid, ["vdb", "sda"])
+    assert names == {"sda": "vda", "vdb": "vdb"}
+    root = parse_xml(xml)
+    assert root.get("type") == "kvm"
+    assert root.findtext("name") == f"vmportal-copy-{uuid}" == offline.carrier_name(uuid)
+    assert root.findtext("uuid") not in ("", uuid)
+    assert _el(root, "memory").get("unit") == "MiB" and int(_el(root, "memory").text or 0) <= 64
+    assert root.findtext("vcpu") == "1"
+    assert _el(root, "os/type").attrib == {"arch": "x86_64", "machine": "pc-q35-7.2"}
+    assert root.find("features/acpi") is not None and root.find("os/boot") is None
+    devices = _el(root, "devices")
+    assert devices.findtext("emulator") == "/usr/bin/qemu-system-x86_64"
+    assert [child.tag for child in devices] == ["emulator", "disk", "disk", "controller", "memballoon"]
+    first, second = devices.findall("disk")
+    assert _el(first, "source").get("file") == "/p/root.raw"
+    assert _el(first, "driver").attrib == {"name": "qemu", "type": "raw"}
+    assert _el(first, "target").attrib == {"dev": "vda", "bus": "virtio"}
+    assert first.find("iotune") is None and first.find("boot") is None and first.find("address") is None
+    assert _el(second, "source").get("file") == "/p/data.qcow2" and _el(second, "driver").get("type") == "qcow2"
+    assert _el(devices, "controller").attrib == {"type": "usb", "model": "none"}
+    # the inventory does not take the carrier (or a start-time probe) for a VM; a defined VM of that name it does
+    assert is_helper_domain(offline.carrier_name(uuid), persistent=False)
+    assert is_helper_domain("vmportal-probe-0a1b2c", persistent=False)
+    assert not is_helper_domain(offline.carrier_name(uuid), persistent=True)
+    assert not is_helper_domain("big", persistent=False)
+    try:
+        offline.carrier_xml(VM_FOR_COPY, uuid, ["vdz"])
+    except offline.MirrorUnavailable as exc:
+        assert "vdz" in exc.message
+    else:
+        raise AssertionError("a disk the VM does not have was accepted")
