@@ -65,7 +65,9 @@ class StepClock:
         self._undo: list[tuple[Any, str, Any]] = []
 
     def _wrap(self, owner: Any, attr: str, step: str) -> None:
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
+        if original is None:  # a step this version of the engine does not have
+            return
         clock = self
 
         def timed(*args: Any, **kwargs: Any) -> Any:
