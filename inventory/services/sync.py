@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory.choices import ACTIVE_STATES, Reachability, TeamSource
@@ -180,8 +181,14 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
 
     teams = {t.slug: t for t in Team.objects.all()}
     seen = [d.uuid for d in snap.domains]
-    # What deciding "unchanged" needs, without building a model instance for each of the host's VMs.
-    rows = {str(row[1]): row for row in VirtualMachine.objects.filter(uuid__in=seen).values_list(*_ROW_FIELDS)}
+    # In one read, without building a model instance for each: the VMs the host reports, the ones stored
+    # as present on it (those it no longer reports are missing) and those with an inactive copy on it.
+    rows = {
+        str(row[1]): row
+        for row in VirtualMachine.objects.filter(
+            Q(uuid__in=seen) | Q(host=host, present=True) | Q(also_defined_on__contains=[host.name])
+        ).values_list(*_ROW_FIELDS)
+    }
     create: list[VirtualMachine] = []
     update: list[VirtualMachine] = []
     refresh_children: list[tuple[VirtualMachine, DomainInfo]] = []
@@ -244,12 +251,15 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
         VirtualMachine.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now)
     _replace_children(refresh_children, pools, networks, by_bridge)
 
-    gone = VirtualMachine.objects.filter(host=host, present=True).exclude(uuid__in=seen)
-    result.missing = gone.update(present=False, missing_since=now)
+    reported = set(seen)
+    unreported = [row for uuid, row in rows.items() if uuid not in reported]
+    gone = [row[0] for row in unreported if row[2] == host.pk and row[3]]
+    if gone:
+        result.missing = VirtualMachine.objects.filter(pk__in=gone).update(present=False, missing_since=now)
     # Inactive copies that disappeared from this host.
-    for vm in VirtualMachine.objects.filter(also_defined_on__contains=[host.name]).exclude(uuid__in=seen):
-        vm.also_defined_on = [h for h in vm.also_defined_on if h != host.name]
-        vm.save(update_fields=["also_defined_on"])
+    for pk, _uuid, _host, _present, _fp, also, *_ in unreported:
+        if host.name in also:
+            VirtualMachine.objects.filter(pk=pk).update(also_defined_on=[h for h in also if h != host.name])
     return result
 
 
