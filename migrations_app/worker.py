@@ -14,7 +14,8 @@ run to adopt. What the fork gives that still matters is kept:
   worker process when the job's timeout plus a grace period is over; the supervisor (scripts/supervise,
   systemd's Restart=always) starts it again and RQ marks the job abandoned;
 - clean state: database connections that are broken or too old are closed before and after each job
-  (Django does this around each request; a worker has no requests).
+  (Django does this around each request; a worker has no requests), and all of them before a work horse
+  is forked (it must not share the worker's database socket).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class ReconcilingWorker(Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if queue.name not in IN_PROCESS_QUEUES:
+            # the work horse must not inherit the database socket an in-process job left open
+            connections.close_all()
             super().execute_job(job, queue)
             return
         limit = int(job.timeout or queue.DEFAULT_TIMEOUT) + HARD_TIMEOUT_GRACE_S

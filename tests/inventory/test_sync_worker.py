@@ -34,6 +34,13 @@ def stuck(seconds: float) -> str:
     return "done"
 
 
+def inherited_database_socket() -> bool:
+    """Run in a work horse: whether it was forked with the worker's database connection open."""
+    from django.db import connection
+
+    return connection.connection is not None
+
+
 @pytest.fixture
 def queues():  # type: ignore[no-untyped-def]
     qs = [django_rq.get_queue(name) for name in (jobs.SYNC_QUEUE, "default")]
@@ -55,6 +62,8 @@ def test_sync_jobs_run_in_the_worker_process_and_other_jobs_in_a_work_horse(queu
     second = jobs.enqueue_sync(b.pk)
     in_sync = sync_queue.enqueue(os.getpid)
     in_default = default_queue.enqueue(os.getpid)
+    # forked after the sync jobs used the worker's connection
+    socket_in_horse = default_queue.enqueue(inherited_database_socket)
 
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "manage.py", "rqworker", "--burst", jobs.SYNC_QUEUE, "default"],
@@ -76,6 +85,8 @@ def test_sync_jobs_run_in_the_worker_process_and_other_jobs_in_a_work_horse(queu
     # the sync queue's job ran in the worker process itself, the default queue's in a forked work horse
     assert job(in_sync.id).return_value() == proc.pid
     assert job(in_default.id).return_value() not in (proc.pid, None)
+    assert job(socket_in_horse.id).return_value() is False
+
 
 def test_an_in_process_job_stuck_past_its_timeout_ends_the_worker(queues, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     sync_queue = queues[0]
