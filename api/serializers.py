@@ -18,6 +18,7 @@ from migrations_app.models import (
     PlanItem,
     ProgressSample,
 )
+from migrations_app.services.plans import OPTION_FIELDS, OPTION_RANGES
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -114,26 +115,11 @@ class PlanSerializer(serializers.ModelSerializer):
         model = MigrationPlan
         fields = [
             "id",
-            "name",
             "team",
             "requester",
             "status",
             "status_reason",
-            "mode",
-            "change_type",
-            "window_start",
-            "window_end",
-            "bandwidth_mib_s",
-            "max_downtime_ms",
-            "auto_converge",
-            "postcopy_allowed",
-            "on_no_convergence",
-            "parallel_connections",
-            "compression",
-            "fresh_backup",
-            "shutdown_timeout_s",
-            "allow_force_off",
-            "stop_on_failure",
+            *OPTION_FIELDS,
             "predicted_seconds",
             "predicted_downtime_ms",
             "scheduled_for",
@@ -151,15 +137,30 @@ class PlanOptionsSerializer(serializers.Serializer):
     change_type = serializers.ChoiceField(ChangeType.choices, required=False)
     window_start = serializers.DateTimeField(required=False, allow_null=True)
     window_end = serializers.DateTimeField(required=False, allow_null=True)
-    bandwidth_mib_s = serializers.IntegerField(min_value=1, max_value=100_000, required=False, allow_null=True)
-    max_downtime_ms = serializers.IntegerField(min_value=10, max_value=60_000, required=False)
+    bandwidth_mib_s = serializers.IntegerField(
+        min_value=OPTION_RANGES["bandwidth_mib_s"][0],
+        max_value=OPTION_RANGES["bandwidth_mib_s"][1],
+        required=False,
+        allow_null=True,
+    )
+    max_downtime_ms = serializers.IntegerField(
+        min_value=OPTION_RANGES["max_downtime_ms"][0], max_value=OPTION_RANGES["max_downtime_ms"][1], required=False
+    )
     auto_converge = serializers.BooleanField(required=False)
     postcopy_allowed = serializers.BooleanField(required=False)
     on_no_convergence = serializers.ChoiceField(NoConvergence.choices, required=False)
-    parallel_connections = serializers.IntegerField(min_value=1, max_value=16, required=False)
+    parallel_connections = serializers.IntegerField(
+        min_value=OPTION_RANGES["parallel_connections"][0],
+        max_value=OPTION_RANGES["parallel_connections"][1],
+        required=False,
+    )
     compression = serializers.ChoiceField(Compression.choices, required=False)
     fresh_backup = serializers.BooleanField(required=False)
-    shutdown_timeout_s = serializers.IntegerField(min_value=5, max_value=3600, required=False)
+    shutdown_timeout_s = serializers.IntegerField(
+        min_value=OPTION_RANGES["shutdown_timeout_s"][0],
+        max_value=OPTION_RANGES["shutdown_timeout_s"][1],
+        required=False,
+    )
     allow_force_off = serializers.BooleanField(required=False)
     stop_on_failure = serializers.BooleanField(required=False)
 

@@ -15,7 +15,7 @@ from migrations_app.models import (
     NetworkMapping,
     StandardChangePolicy,
 )
-from migrations_app.services.plans import MAX_PLAN_ITEMS, offered_destinations
+from migrations_app.services.plans import MAX_PLAN_ITEMS, OPTION_RANGES, offered_destinations
 
 
 class IdListField(forms.Field):
@@ -68,16 +68,33 @@ class PlanOptionsForm(forms.Form):
     window_start = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     window_end = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     bandwidth_mib_s = forms.IntegerField(
-        label="Bandwidth limit (MiB/s)", required=False, min_value=1, max_value=100_000
+        label="Bandwidth limit (MiB/s)",
+        required=False,
+        min_value=OPTION_RANGES["bandwidth_mib_s"][0],
+        max_value=OPTION_RANGES["bandwidth_mib_s"][1],
     )
-    max_downtime_ms = forms.IntegerField(label="Max downtime (ms)", initial=300, min_value=10, max_value=60_000)
+    max_downtime_ms = forms.IntegerField(
+        label="Max downtime (ms)",
+        initial=300,
+        min_value=OPTION_RANGES["max_downtime_ms"][0],
+        max_value=OPTION_RANGES["max_downtime_ms"][1],
+    )
     auto_converge = forms.BooleanField(required=False, initial=True)
     postcopy_allowed = forms.BooleanField(label="Post-copy allowed", required=False)
     on_no_convergence = forms.ChoiceField(choices=NoConvergence.choices, initial=NoConvergence.ABORT)
-    parallel_connections = forms.IntegerField(initial=1, min_value=1, max_value=16)
+    parallel_connections = forms.IntegerField(
+        initial=1,
+        min_value=OPTION_RANGES["parallel_connections"][0],
+        max_value=OPTION_RANGES["parallel_connections"][1],
+    )
     compression = forms.ChoiceField(choices=Compression.choices, initial=Compression.NONE)
     fresh_backup = forms.BooleanField(label="Take a fresh backup first", required=False, initial=True)
-    shutdown_timeout_s = forms.IntegerField(label="Shutdown timeout (s)", initial=120, min_value=5, max_value=3600)
+    shutdown_timeout_s = forms.IntegerField(
+        label="Shutdown timeout (s)",
+        initial=120,
+        min_value=OPTION_RANGES["shutdown_timeout_s"][0],
+        max_value=OPTION_RANGES["shutdown_timeout_s"][1],
+    )
     allow_force_off = forms.BooleanField(label="Allow force off", required=False)
     stop_on_failure = forms.BooleanField(label="Stop on the first failure", required=False)
 

@@ -24,8 +24,13 @@ def people(db: None) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def lab() -> dict[str, Any]:
-    """The real libvirt lab (three daemons in network namespaces)."""
-    return lab_up()
+    """The real libvirt lab (three daemons in network namespaces), without the guests an earlier test
+    session left behind when it was killed (this session holds the lab lock, so none of them is in use)."""
+    from tests.labguests import remove_leftovers
+
+    description = lab_up()
+    remove_leftovers(description)
+    return description
 
 
 from tests.labguests import lab_guests  # noqa: E402,F401  (fixture)

@@ -69,8 +69,17 @@ class LabGuests:
         self.volumes: list[tuple[str, str]] = []  # (pool name, volume name) on any host
 
     def conn(self, host: str) -> libvirt.virConnect:
-        if host not in self._conns:
-            self._conns[host] = libvirt.open(self.hosts[host]["uri"])
+        """A connection to the host, opened again when its daemon restarted since (a fault test stops it)."""
+        cached = self._conns.get(host)
+        if cached is not None:
+            try:
+                cached.getLibVersion()  # a round trip: a closed socket is only noticed on use
+                return cached
+            except libvirt.libvirtError:
+                pass
+            with contextlib.suppress(libvirt.libvirtError):
+                cached.close()
+        self._conns[host] = libvirt.open(self.hosts[host]["uri"])
         return self._conns[host]
 
     def volume(self, host: str, pool: str, name: str, fmt: str, capacity_mib: int) -> str:
@@ -110,7 +119,7 @@ class LabGuests:
         domain_extra_xml: str = "",
         machine: str = "pc",
     ) -> Guest:
-        name = name or f"t-{secrets.token_hex(3)}"
+        name = name or f"{TEST_DOMAIN_PREFIX}{secrets.token_hex(3)}"
         guest_uuid = str(uuid_lib.uuid4())
         disk_xml, disk_info = [], []
         for i, d in enumerate(disks or []):
@@ -211,6 +220,32 @@ class LabGuests:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
         self._conns.clear()
+
+
+#: every domain a test defines is named so (LabGuests.define, tests.engine.linux.define_linux)
+TEST_DOMAIN_PREFIX = "t-"
+
+
+def remove_leftovers(lab: dict[str, Any]) -> list[str]:
+    """Destroy and undefine the test domains a killed session left on the lab hosts: a leftover Linux
+    guest would still answer at the address the next test gives its own guest. Returns what went."""
+    removed = []
+    for host in lab["hosts"]:
+        conn = libvirt.open(host["uri"])
+        try:
+            for dom in conn.listAllDomains():
+                if not dom.name().startswith(TEST_DOMAIN_PREFIX):
+                    continue
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.abortJob()
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.destroy()
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                removed.append(f"{host['name']}:{dom.name()}")
+        finally:
+            conn.close()
+    return removed
 
 
 @pytest.fixture

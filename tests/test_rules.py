@@ -42,3 +42,22 @@ def test_fits_window_counts_what_is_left_of_it() -> None:
     assert rules.window_left_s(NOW + hour, NOW + 2 * hour, NOW) == 3600
     assert rules.window_left_s(NOW - 2 * hour, NOW - hour, NOW) == 0
     assert rules.fits_window(1, NOW - 2 * hour, NOW - hour, NOW) is False
+
+
+def test_plan_options_are_one_list_with_one_set_of_bounds() -> None:
+    """The browser form, the API and the service accept the same options within the same bounds."""
+    from api.serializers import PlanOptionsSerializer, PlanSerializer
+    from migrations_app.forms import PlanOptionsForm
+    from migrations_app.services.plans import OPTION_FIELDS, OPTION_RANGES, PlanError, _clean_options
+
+    form, api = PlanOptionsForm().fields, PlanOptionsSerializer().fields
+    assert set(form) == set(OPTION_FIELDS) == set(api)
+    assert set(OPTION_FIELDS) <= set(PlanSerializer.Meta.fields)
+    for key, (low, high) in OPTION_RANGES.items():
+        assert (getattr(form[key], "min_value", None), getattr(form[key], "max_value", None)) == (low, high), key
+        assert (getattr(api[key], "min_value", None), getattr(api[key], "max_value", None)) == (low, high), key
+        _clean_options({key: low})
+        _clean_options({key: high})
+        for outside in (low - 1, high + 1):
+            with pytest.raises(PlanError):
+                _clean_options({key: outside})

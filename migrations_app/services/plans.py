@@ -54,6 +54,14 @@ OPTION_FIELDS = (
     "stop_on_failure",
 )
 
+# The bounds of the numeric plan options, read by the service, the browser form and the API serializer.
+OPTION_RANGES: dict[str, tuple[int, int]] = {
+    "bandwidth_mib_s": (1, 100_000),
+    "max_downtime_ms": (10, 60_000),
+    "parallel_connections": (1, 16),
+    "shutdown_timeout_s": (5, 3600),
+}
+
 
 class PlanError(ValueError):
     """A request the rules refuse; the message says why and nothing was saved."""
@@ -151,15 +159,16 @@ def _clean_options(options: dict[str, Any]) -> dict[str, Any]:
     for key, allowed in checks.items():
         if key in options and options[key] not in allowed:
             raise PlanError(f"'{options[key]}' is not a valid {key.replace('_', ' ')}.")
-    bandwidth = options.get("bandwidth_mib_s")
-    if bandwidth is not None and not (1 <= int(bandwidth) <= 100_000):
-        raise PlanError("The bandwidth limit must be between 1 and 100000 MiB/s, or empty for no limit.")
-    if "max_downtime_ms" in options and not (10 <= int(options["max_downtime_ms"]) <= 60_000):
-        raise PlanError("The maximum downtime must be between 10 ms and 60 s.")
-    if "parallel_connections" in options and not (1 <= int(options["parallel_connections"]) <= 16):
-        raise PlanError("Parallel connections must be between 1 and 16.")
-    if "shutdown_timeout_s" in options and not (5 <= int(options["shutdown_timeout_s"]) <= 3600):
-        raise PlanError("The shutdown timeout must be between 5 s and 1 h.")
+    messages = {
+        "bandwidth_mib_s": "The bandwidth limit must be between {} and {} MiB/s, or empty for no limit.",
+        "max_downtime_ms": "The maximum downtime must be between {} ms and {} ms.",
+        "parallel_connections": "Parallel connections must be between {} and {}.",
+        "shutdown_timeout_s": "The shutdown timeout must be between {} s and {} s.",
+    }
+    for key, (low, high) in OPTION_RANGES.items():
+        value = options.get(key)
+        if value is not None and not (low <= int(value) <= high):
+            raise PlanError(messages[key].format(low, high))
     start, end = options.get("window_start"), options.get("window_end")
     if (start is None) != (end is None):
         raise PlanError("A change window needs both a start and an end.")

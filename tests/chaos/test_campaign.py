@@ -63,11 +63,20 @@ def _db(fn: Any) -> Any:
     return fn()
 
 
-def _alive(boot_id: str) -> bool:
+def _alive(boot_id: str) -> tuple[bool, str]:
+    """Whether the guest still answers with the boot it had before the campaign, and if not, what it said."""
+    answer = ""
+
+    def same_boot() -> bool:
+        nonlocal answer
+        answer = http(IP, "/cgi-bin/bootid")
+        return answer == boot_id
+
     try:
-        return wait_for(lambda: http(IP, "/cgi-bin/bootid"), timeout=30) == boot_id
+        wait_for(same_boot, timeout=30)
+        return True, ""
     except AssertionError:
-        return False
+        return False, f"guest answered boot id {answer[:36]!r}" if answer else "guest does not answer"
 
 
 def _inject(fault: str, run_id: int, workers: Workers, destination: str) -> str:
@@ -146,13 +155,15 @@ def _move(n: int, rng: random.Random, ctx: dict[str, Any]) -> Row:
     reconcile.reconcile()  # leftovers on a destination that was down are removed now
     where = lab_guests.where(guest)
     running = [h for h, state in where.items() if state == "running"]
-    alive = _alive(ctx["boot_id"])
+    alive, why_dead = _alive(ctx["boot_id"])
     expected = destination if final.status == RunStatus.SUCCEEDED else source
     ok = len(where) == 1 and running == [expected] and alive
     if ok:
         ok = not hv.locate(lab_hosts[running[0]].uri, guest.uuid).job_active
     place = ",".join(f"{h}:{state}" for h, state in where.items())
-    row = Row(n, fault, phase, final.status, place, alive, ok, note or final.error[:80])
+    row = Row(
+        n, fault, phase, final.status, place, alive, ok, " ".join(filter(None, [note or final.error[:80], why_dead]))
+    )
     # how soon the portal reacted: a killed worker's move adopted, a cancelled move ended
     if fault.startswith("kill"):
         resumed = final.samples.filter(at__gt=injected, note__contains="monitor resumed").values_list("at", flat=True)

@@ -14,7 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from inventory.hypervisor.domxml import METADATA_NS
-from tests.labguests import Guest, LabGuests, random_mac
+from tests.labguests import TEST_DOMAIN_PREFIX, Guest, LabGuests, random_mac
 
 BOOT_DIR = "/srv/vmportal-lab/boot"
 GATEWAY = "10.78.0.254"
@@ -61,7 +61,7 @@ def define_linux(
     `agent`: the QEMU guest agent runs in it (its channel is defined); `data_disk`: a qcow2 data disk
     (vda, local pool) mounted at /data; `nic_filter`: a network filter on its NIC; `onboot_url`: the guest
     asks this URL once at boot and panics a few seconds later when it answers "panic N"."""
-    name = f"t-linux-{uuid_lib.uuid4().hex[:6]}"
+    name = f"{TEST_DOMAIN_PREFIX}linux-{uuid_lib.uuid4().hex[:6]}"
     guest_uuid = str(uuid_lib.uuid4())
     mac = random_mac()
     virt = "kvm" if guests.lab.get("kvm") else "qemu"

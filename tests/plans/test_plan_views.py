@@ -285,7 +285,7 @@ def test_an_edit_re_runs_the_audit(
     plan.refresh_from_db()
     assert plan.status == PlanStatus.AUDITING and plan.audits.count() == 2
     assert len([c for c in callbacks if "request_audit" in c.__qualname__]) == 1
-    with pytest.raises(plan_services.PlanError, match="between 10 ms and 60 s"):
+    with pytest.raises(plan_services.PlanError, match="between 10 ms and 60000 ms"):
         plan_services.update_options(world["alice"], plan, max_downtime_ms=5)
 
 
