@@ -249,7 +249,7 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
         VirtualMachine.objects.bulk_update(update, VM_FIELDS)
     if unchanged_ids:
         VirtualMachine.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now)
-    _replace_children(refresh_children, pools, networks, by_bridge)
+    _replace_children(refresh_children, pools, networks, by_bridge, fresh={id(vm) for vm in create})
 
     reported = set(seen)
     unreported = [row for uuid, row in rows.items() if uuid not in reported]
@@ -335,7 +335,8 @@ def _apply_named(host: Host, model: Any, items: list[Any], values: Callable[[Any
     if changed:
         model.objects.bulk_update(changed, list(values(items[0]).keys()))
     names = {i.name for i in items}
-    model.objects.filter(host=host, present=True).exclude(name__in=names).update(present=False)
+    if any(obj.present and name not in names for name, obj in current.items()):
+        model.objects.filter(host=host, present=True).exclude(name__in=names).update(present=False)
     return {name: obj for name, obj in current.items() if name in names}
 
 
@@ -406,12 +407,16 @@ def _replace_children(
     pools: dict[str, StoragePool],
     networks: dict[str, Network],
     by_bridge: dict[str, Network],
+    fresh: set[int],
 ) -> None:
+    """Store the disks and NICs of `items` in place of their old ones (VMs in `fresh`, by id(), were just
+    created and have none)."""
     if not items:
         return
-    ids = [vm.pk for vm, _ in items]
-    Disk.objects.filter(vm_id__in=ids).delete()
-    NIC.objects.filter(vm_id__in=ids).delete()
+    ids = [vm.pk for vm, _ in items if id(vm) not in fresh]
+    if ids:
+        Disk.objects.filter(vm_id__in=ids).delete()
+        NIC.objects.filter(vm_id__in=ids).delete()
     disks, nics = [], []
     for vm, dom in items:
         for d in _capped("disks", vm, dom.disks):
