@@ -6,11 +6,13 @@ import uuid
 from xml.etree.ElementTree import Element
 
 import libvirt
+import pytest
 
 from inventory.hypervisor import lifecycle
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.connection import RUNNING_STATES, state_name
-from inventory.hypervisor.domxml import file_disks, parse_capabilities, parse_disks
+from inventory.hypervisor.domxml import file_disks, parse_capabilities, parse_disks, parse_domain, parse_xml
+from inventory.hypervisor.errors import OperationFailed
 
 DOMAIN = """<domain type='qemu'><name>d</name><devices>
 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/a.qcow2'/><target dev='vda'/></disk>
@@ -120,6 +122,27 @@ def test_the_cold_copy_carrier_holds_only_the_disks_to_copy() -> None:
         assert "vdz" in exc.message
     else:
         raise AssertionError("a disk the VM does not have was accepted")
+
+
+def test_hostile_xml_is_refused_with_or_without_a_document_type() -> None:
+    """Without a document type declaration the fast parser reads the XML; entities can then only be the
+    predefined ones. With one, defusedxml refuses every entity declaration (no expansion, nothing external)."""
+    assert parse_xml("<a>&amp;&lt;&#65;<![CDATA[<!DOCTYPE x>]]></a>").text == "&<A<!DOCTYPE x>"
+    hostile = [
+        "<a>&undeclared;</a>",
+        "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+        "<!DOCTYPE a [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><a>&e;</a>",
+        "<!DOCTYPE a [<!ENTITY a0 'xx'><!ENTITY a1 '&a0;&a0;'><!ENTITY a2 '&a1;&a1;'>]><a>&a2;</a>",
+        "<!DOCTYPE a SYSTEM 'http://example.invalid/a.dtd'><a>&e;</a>",
+        "<a><b></a>",
+    ]
+    for text in hostile:
+        with pytest.raises(OperationFailed):
+            parse_xml(text)
+    # a harmless document type declaration still goes through defusedxml and reads the same
+    plain = parse_domain(DOMAIN)
+    assert parse_domain("<!DOCTYPE domain>" + DOMAIN).disks == plain.disks
+    assert [d.source for d in plain.disks][:2] == ["/p/a.qcow2", "/p/b.img"]
 
 
 def test_a_volume_deleted_while_its_pool_is_read_leaves_the_pool_in_the_inventory() -> None:
