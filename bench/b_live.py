@@ -36,6 +36,7 @@ def run() -> list[dict[str, Any]]:
         result["failures"] = m.failures
         result["target"] = f"median ratio <= {TARGET_RATIO}; every pair completes"
         result["pass"] = bool(m.portal_s) and result.get("ratio", 99) <= TARGET_RATIO and not m.failures
+        result["portal_steps_median_s"] = m.portal_steps
         result["link_mib_s"] = link
         result["floor_s"] = round(m.memory_mib / link, 3)
         results.append(result)

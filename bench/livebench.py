@@ -50,6 +50,76 @@ class Measured:
     #: completed moves for which libvirt reported no downtime figure
     portal_downtime_missing: int = 0
     virsh_downtime_missing: int = 0
+    #: medians per engine step over the reported vmportal moves (seconds; see StepClock)
+    portal_steps: dict[str, float] = field(default_factory=dict)
+
+
+class StepClock:
+    """Where a vmportal move's time goes: wraps the engine's steps with timers while a move runs (the
+    timing of the move itself is unchanged; each wrapper adds a perf_counter pair). Steps that run more
+    than once in a move (locate, sync_host) are summed."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+        self.moves: list[dict[str, float]] = []
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, attr: str, step: str) -> None:
+        original = getattr(owner, attr, None)
+        if original is None:  # a step this version of the engine does not have
+            return
+        clock = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                clock.current[step] = clock.current.get(step, 0.0) + time.perf_counter() - t0
+
+        self._undo.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    def install(self) -> None:
+        from inventory.hypervisor import migrate as hv
+        from migrations_app.engine import live, runstate, shared
+        from migrations_app.validation import phase
+
+        for owner, attr, step in (
+            (runstate, "try_claim", "claim"),
+            (live.LiveMove, "recheck", "preflight_recheck"),
+            (phase, "take_baseline", "validation_baseline"),
+            (hv.LiveMigration, "__init__", "open_source_conn"),
+            (hv.LiveMigration, "prepare", "prepare"),
+            (live.LiveMove, "transfer", "transfer_incl_monitor"),
+            (hv.LiveMigration, "run", "migrateToURI3"),
+            (hv.LiveMigration, "completed", "completed_stats"),
+            (hv, "locate", "locate_both"),
+            (live, "record_moved", "record_moved"),
+            (shared, "record_whereabouts", "record_vm_row"),
+            (shared, "sync_host", "host_syncs"),
+            (phase, "run_phase", "validation_phase"),
+            (runstate, "finish", "finish"),
+        ):
+            self._wrap(owner, attr, step)
+
+    def uninstall(self) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+        self._undo.clear()
+
+    def start(self) -> None:
+        self.current = {}
+
+    def stop(self, total: float) -> None:
+        self.current["total"] = total
+        self.moves.append({k: round(v, 4) for k, v in self.current.items()})
+
+    def medians(self) -> dict[str, float]:
+        import statistics
+
+        keys = {k for m in self.moves for k in m}
+        return {k: round(statistics.median(m.get(k, 0.0) for m in self.moves), 4) for k in sorted(keys)}
 
 
 class MoveFailed(Exception):
@@ -97,7 +167,7 @@ def _team() -> Any:
 
 
 def _portal_move(
-    hosts: dict[str, Any], guest_uuid: str, team: Any, user: Any, **options: Any
+    hosts: dict[str, Any], guest_uuid: str, team: Any, user: Any, clock: StepClock | None = None, **options: Any
 ) -> tuple[float, float | None]:
     """One move through vmportal; returns (seconds from the worker picking the run up until the run is
     finished, downtime ms or None when libvirt reported none)."""
@@ -123,9 +193,13 @@ def _portal_move(
         storage_map=default_storage_map(vm, dest),
     )
     run = start_item(user, item)
+    if clock is not None:
+        clock.start()
     start = time.perf_counter()
     live.execute(run.pk)  # returns once the run row is terminal and the inventory follows the VM
     seconds = time.perf_counter() - start
+    if clock is not None:
+        clock.stop(seconds)
     run.refresh_from_db()
     vm.refresh_from_db()
     if run.status != "succeeded":
@@ -247,9 +321,12 @@ def measure() -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 dom.undefine()
 
+    clock = StepClock()
+    clock.install()
     try:
         results = {}
         for key in ("idle", "busy"):
+            clock.moves = []
             memory = 512
             fresh = idle_guest if key == "idle" else busy_guest
             guest = fresh()
@@ -261,7 +338,7 @@ def measure() -> dict[str, Any]:
                 boot_id = http(LINUX_IP, "/cgi-bin/bootid") if key == "busy" else ""
                 side = "vmportal"
                 try:
-                    portal = _portal_move(hosts, guest.uuid, team, user, **options)
+                    portal = _portal_move(hosts, guest.uuid, team, user, clock, **options)
                     if boot_id and (why := _answers(LINUX_IP, boot_id)):
                         raise MoveFailed(f"vmportal: {why}")
                     side = "virsh"
@@ -276,6 +353,7 @@ def measure() -> dict[str, Any]:
                     guest = fresh()
                     continue
                 if not pair:
+                    clock.moves.pop()  # the warm-up move
                     continue
                 m.pairs += 1
                 m.portal_s.append(portal[0])
@@ -288,10 +366,12 @@ def measure() -> dict[str, Any]:
                     m.virsh_downtime_missing += 1
                 else:
                     m.virsh_downtime_ms.append(float(virsh[1]))
+            m.portal_steps = clock.medians()
             results[key] = m
         _cache.update(results)
         _cache["link_mib_s"] = link_bandwidth(lab_state)
     finally:
+        clock.uninstall()
         guests.cleanup()
         import django_rq
 

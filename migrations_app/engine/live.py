@@ -406,10 +406,12 @@ class LiveMove:
                 outcome=f"Destination: absent; source: {there.state or 'absent'}. An admin must check.",
             )
             return
-        record_moved(self.run)
-        # ---- validation phase: the run succeeds only when the VAL-* checks pass ----
-        self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
-        report = validation.run_phase(self.run)
+        # the VM row follows the VM now; both hosts are re-read while the VM is validated, and the run is
+        # finished only after that
+        with shared.moved_and_syncing(self.run):
+            # ---- validation phase: the run succeeds only when the VAL-* checks pass ----
+            self.advance(RunStatus.VERIFYING, f"Validating the VM on {self.destination}")
+            report = validation.run_phase(self.run)
         if report.status == ValidationStatus.FAILED:
             runs.finish(
                 self.run,

@@ -4,12 +4,14 @@ goes, removing what a move left on the destination, and recording that the VM mo
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 
 from inventory.hypervisor import HostUnreachable, HypervisorError, InvalidURI
 from inventory.hypervisor import migrate as hv
@@ -107,6 +109,12 @@ def cleanup(run: MigrationRun) -> tuple[str, dict[str, Any]]:
 
 def record_moved(run: MigrationRun) -> None:
     """The VM row follows the VM: host and state, then a sync of both hosts for the details (disks, NICs)."""
+    record_whereabouts(run)
+    sync_both(run)
+
+
+def record_whereabouts(run: MigrationRun) -> None:
+    """The VM row says the VM runs on the run's destination (host, state, present), with an audit entry."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().get(pk=run.vm_id)
         before = vm.host_id
@@ -118,11 +126,36 @@ def record_moved(run: MigrationRun) -> None:
             before={"host": str(Host.objects.get(pk=before))},
             after={"host": str(run.destination), "run": run.pk},
         )
+
+
+def sync_both(run: MigrationRun) -> None:
+    """Both hosts of the run read again for the details a move changes (disks, NICs, the source's list)."""
     for host_id in (run.destination_id, run.source_id):
         try:
             sync_host(host_id)
         except Exception:  # the row is already right; a sync failure only delays details
             log.warning("sync after run %s failed", run.pk, exc_info=True)
+
+
+@contextmanager
+def moved_and_syncing(run: MigrationRun) -> Iterator[None]:
+    """`record_moved` whose host syncs run beside the block (the live engine validates the VM meanwhile;
+    the syncs only read the hosts and write inventory rows, which validation does not use). The block
+    ends only once the syncs are done, so a run finished after it has its inventory complete."""
+    record_whereabouts(run)
+
+    def target() -> None:
+        try:
+            sync_both(run)
+        finally:
+            connections.close_all()  # this thread's own database connection
+
+    thread = threading.Thread(target=target, name=f"sync-after-run-{run.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def peer_uri(host: Host) -> str:
