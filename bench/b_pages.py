@@ -119,9 +119,25 @@ def _populate() -> dict[str, Any]:
     )
     MigrationRun.objects.filter(pk__in=[r.pk for r in past_runs]).update(queued_at=timezone.now() - timedelta(days=1))
     # the plan on the plan page: 50 VMs, a full audit with predictions, one run each (in flight)
-    plan = MigrationPlan.objects.create(name="bp-plan", requester=owner, team=teams[0], status="running")
+    # in waves of 10, as the audit's wave planner stored them (the plan page shows the waves)
+    per_wave = 10
+    waves = [
+        {"number": w + 1, "items": per_wave, "start_s": 20.0 * w, "end_s": 20.0 * (w + 1), "in_window": True}
+        for w in range(-(-PLAN_ITEMS // per_wave))
+    ]
+    wave_plan = {"summary": f"{len(waves)} waves.", "total_s": waves[-1]["end_s"], "waves": waves, "problems": {}}
+    plan = MigrationPlan.objects.create(
+        name="bp-plan", requester=owner, team=teams[0], status="running", wave_plan=wave_plan
+    )
     items = PlanItem.objects.bulk_create(
-        PlanItem(plan=plan, vm=vms[5000 + k * 20], source=vms[5000 + k * 20].host, destination=hosts[1], mode="live")
+        PlanItem(
+            plan=plan,
+            vm=vms[5000 + k * 20],
+            source=vms[5000 + k * 20].host,
+            destination=hosts[1],
+            mode="live",
+            wave=k // per_wave + 1,
+        )
         for k in range(PLAN_ITEMS)
     )
     audit = Audit.objects.create(plan=plan, status="done", worst="warn", finished_at=now)

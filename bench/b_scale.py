@@ -2,6 +2,8 @@
 
 (a) 1,000 hosts × 20 VMs synced by 4 RQ workers (separate processes, the `sync` queue, as in production):
     from queueing every host's sync until the last one is stored (20,000 VMs in the inventory). Target ≤ 60 s.
+    The workers are started as the product starts them (`manage.py rqworker`, the worker class from
+    settings.RQ, migrations_app.worker.ReconcilingWorker, which runs sync jobs in its own process).
 (b) evacuation of a host with 2,000 VMs: `bulk.evacuate` (host in maintenance, the plan with its 2,000 items)
     and the plan's audit (fresh facts, destination choice among the enabled hosts, every check, the
     predictions, the wave planner), in this process, as the audit worker runs it. Target ≤ 30 s; database

@@ -667,7 +667,7 @@ def disks_to_copy(item: PlanItem, plan: MigrationPlan | None = None) -> list[dic
         if disk.device not in ("disk", "lun") or not disk.source:
             continue
         pool = disk.pool
-        mapped = (storage_map.get(disk.target) or {}).get("pool") or (pool.name if pool else "")
+        mapped = rules.destination_pool(storage_map, disk.target, pool.name if pool else "")
         shared = bool(pool and pool.shared)
         copied = rules.disk_copied(pool.name if pool else "", shared, mapped, mapped in shared_there)
         size = disk.allocation if disk.allocation is not None else (disk.capacity or 0)

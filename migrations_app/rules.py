@@ -6,7 +6,15 @@ caller gets the same answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
+
+
+def destination_pool(storage_map: Mapping[str, Any], target: str, source_pool: str) -> str:
+    """The destination pool of a disk: the one its storage-map entry names, else a pool of the same name
+    as its source pool; "" when neither names one (the disk has nowhere to go)."""
+    return str((storage_map.get(target) or {}).get("pool") or source_pool or "")
 
 
 def disk_copied(source_pool: str, source_shared: bool, destination_pool: str, destination_shared: bool) -> bool:

@@ -29,7 +29,7 @@ from migrations_app.choices import (
 )
 from migrations_app.forms import DecisionForm, EmergencyForm, OverrideForm, PlanCreateForm, PlanOptionsForm, ReviewForm
 from migrations_app.models import CheckResult, EmergencyReview, MigrationPlan, PlanItem, Prediction
-from migrations_app.services import live, scheduling
+from migrations_app.services import live, scheduling, waves
 from migrations_app.services import plans as plan_services
 from migrations_app.services.live import HOST_BLOBS
 from vmportal import access
@@ -278,6 +278,8 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "fits_window": scheduling.fits_window(plan, window),
             # live progress of the runs (migrations_app.consumers.PlanConsumer keeps it current)
             "progress": live.plan_progress(plan, items, by_item if audit else None, runs=runs),
+            # the waves and their predicted timeline, as the last audit's wave planner stored them
+            "waves": waves.shown(plan, items),
             "history": live.plan_history(plan),
         },
     )

@@ -61,3 +61,10 @@ def test_plan_options_are_one_list_with_one_set_of_bounds() -> None:
         for outside in (low - 1, high + 1):
             with pytest.raises(PlanError):
                 _clean_options({key: outside})
+
+
+def test_a_disk_goes_to_the_pool_its_map_names_else_to_its_own_pools_namesake() -> None:
+    assert rules.destination_pool({"vda": {"pool": "fast"}}, "vda", "local") == "fast"
+    assert rules.destination_pool({"vda": {"pool": ""}}, "vda", "local") == "local"
+    assert rules.destination_pool({}, "vdb", "shared") == "shared"
+    assert rules.destination_pool({"vda": {"pool": ""}}, "vda", "") == ""  # nowhere to go: the engine refuses

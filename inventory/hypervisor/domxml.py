@@ -1,14 +1,16 @@
 """Parsing of libvirt XML documents into the adapter's dataclasses.
 
-The XML comes from hypervisors and is treated as untrusted input: it is parsed with defusedxml
-(no entity expansion, no external references) and every value read from it is plain text that the
-templates escape.
+The XML comes from hypervisors and is treated as untrusted input: a document with a document type
+declaration is parsed with defusedxml (no entity expansion, no external references); one without
+cannot declare an entity or refer to anything outside itself, and is parsed by the standard library's
+C parser, which is about twice as fast. Every value read from it is plain text that the templates escape.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import fromstring as _fromstring_without_dtd
 
 from defusedxml import ElementTree
 
@@ -48,6 +50,13 @@ def is_helper_domain(name: str, persistent: bool) -> bool:
 
 
 def parse_xml(text: str) -> Element:
+    if "<!DOCTYPE" not in text:
+        # Entities can only be declared in a DTD, and a DTD only in a document type declaration: without
+        # one the only entities are XML's five predefined ones (an undefined one is a parse error).
+        try:
+            return _fromstring_without_dtd(text)  # noqa: S314 (no DTD, checked above)
+        except (ParseError, ValueError) as exc:
+            raise OperationFailed("The hypervisor returned XML that could not be read.", raw=str(exc)) from None
     try:
         return ElementTree.fromstring(text)
     except Exception as exc:  # defusedxml raises several types; all mean "not usable XML"

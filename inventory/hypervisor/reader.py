@@ -113,10 +113,16 @@ def read_pools(
                         pass  # another refresh or a build is running; the listing is still useful
                 _state, capacity, allocation, available = pool.info()
                 for vol in pool.listAllVolumes(0):
-                    _vtype, vcap, valloc = vol.info()
-                    paths.append(vol.path())
-                    volumes[vol.path()] = (pool.name(), vcap, valloc)
-                    volumes[f"{pool.name()}/{vol.name()}"] = (pool.name(), vcap, valloc)
+                    try:
+                        _vtype, vcap, valloc = vol.info()
+                        path, name = vol.path(), vol.name()
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                            continue  # this volume was deleted while we read the pool; the pool is still there
+                        raise
+                    paths.append(path)
+                    volumes[path] = (pool.name(), vcap, valloc)
+                    volumes[f"{pool.name()}/{name}"] = (pool.name(), vcap, valloc)
             pools.append(
                 PoolInfo(
                     uuid=pool.UUIDString(),

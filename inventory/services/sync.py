@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory.choices import ACTIVE_STATES, Reachability, TeamSource
@@ -180,15 +181,33 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
 
     teams = {t.slug: t for t in Team.objects.all()}
     seen = [d.uuid for d in snap.domains]
-    # The stored XML is only ever overwritten here, never read: leave it in the database.
-    existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(uuid__in=seen).defer("xml")}
+    # In one read, without building a model instance for each: the VMs the host reports, the ones stored
+    # as present on it (those it no longer reports are missing) and those with an inactive copy on it.
+    rows = {
+        str(row[1]): row
+        for row in VirtualMachine.objects.filter(
+            Q(uuid__in=seen) | Q(host=host, present=True) | Q(also_defined_on__contains=[host.name])
+        ).values_list(*_ROW_FIELDS)
+    }
     create: list[VirtualMachine] = []
     update: list[VirtualMachine] = []
     refresh_children: list[tuple[VirtualMachine, DomainInfo]] = []
     unchanged_ids: list[int] = []
+    rest: list[tuple[DomainInfo, str]] = []
 
     for dom in snap.domains:
         fp = fingerprint(dom)
+        row = rows.get(dom.uuid)
+        if row is not None and _unchanged(row, dom, fp, host, teams):
+            unchanged_ids.append(row[0])
+            result.unchanged += 1
+        else:
+            rest.append((dom, fp))
+    # The stored XML is only ever overwritten here, never read: leave it in the database.
+    wanted = [rows[dom.uuid][0] for dom, _ in rest if dom.uuid in rows]
+    existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(pk__in=wanted).defer("xml")} if wanted else {}
+
+    for dom, fp in rest:
         vm = existing.get(dom.uuid)
         if dom.incoming_migration and (vm is None or vm.host_id != host.pk):
             # half of a live move in flight: where the VM was stays its home until the move ends
@@ -215,16 +234,6 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
             result.created += 1
             continue
         also = [h for h in vm.also_defined_on if h != host.name]
-        if (
-            vm.fingerprint == fp
-            and vm.host_id == host.pk
-            and vm.present
-            and also == vm.also_defined_on
-            and _team_for(vm, dom, teams) == (vm.team_id, vm.team_source)
-        ):
-            unchanged_ids.append(vm.pk)
-            result.unchanged += 1
-            continue
         if vm.host_id != host.pk:
             result.moved += 1
             log.info("VM %s (%s) now on %s", dom.name, dom.uuid, host.name)
@@ -240,14 +249,17 @@ def apply_snapshot(host_id: int, snap: HostSnapshot) -> SyncResult:
         VirtualMachine.objects.bulk_update(update, VM_FIELDS)
     if unchanged_ids:
         VirtualMachine.objects.filter(pk__in=unchanged_ids).update(last_seen_at=now)
-    _replace_children(refresh_children, pools, networks, by_bridge)
+    _replace_children(refresh_children, pools, networks, by_bridge, fresh={id(vm) for vm in create})
 
-    gone = VirtualMachine.objects.filter(host=host, present=True).exclude(uuid__in=seen)
-    result.missing = gone.update(present=False, missing_since=now)
+    reported = set(seen)
+    unreported = [row for uuid, row in rows.items() if uuid not in reported]
+    gone = [row[0] for row in unreported if row[2] == host.pk and row[3]]
+    if gone:
+        result.missing = VirtualMachine.objects.filter(pk__in=gone).update(present=False, missing_since=now)
     # Inactive copies that disappeared from this host.
-    for vm in VirtualMachine.objects.filter(also_defined_on__contains=[host.name]).exclude(uuid__in=seen):
-        vm.also_defined_on = [h for h in vm.also_defined_on if h != host.name]
-        vm.save(update_fields=["also_defined_on"])
+    for pk, _uuid, _host, _present, _fp, also, *_ in unreported:
+        if host.name in also:
+            VirtualMachine.objects.filter(pk=pk).update(also_defined_on=[h for h in also if h != host.name])
     return result
 
 
@@ -323,13 +335,34 @@ def _apply_named(host: Host, model: Any, items: list[Any], values: Callable[[Any
     if changed:
         model.objects.bulk_update(changed, list(values(items[0]).keys()))
     names = {i.name for i in items}
-    model.objects.filter(host=host, present=True).exclude(name__in=names).update(present=False)
+    if any(obj.present and name not in names for name, obj in current.items()):
+        model.objects.filter(host=host, present=True).exclude(name__in=names).update(present=False)
     return {name: obj for name, obj in current.items() if name in names}
 
 
+#: a stored VM as `_unchanged` reads it: (pk, uuid, host, present, fingerprint, also_defined_on, team, team_source)
+_ROW_FIELDS = ("pk", "uuid", "host_id", "present", "fingerprint", "also_defined_on", "team_id", "team_source")
+
+
+def _unchanged(row: tuple[Any, ...], dom: DomainInfo, fp: str, host: Host, teams: dict[str, Team]) -> bool:
+    """Whether the stored VM already says everything this read of it does (then only last_seen_at moves)."""
+    _pk, _uuid, host_id, present, stored_fp, also, team_id, team_source = row
+    return (
+        stored_fp == fp
+        and host_id == host.pk
+        and present
+        and host.name not in also
+        and _team(team_id, team_source, dom, teams) == (team_id, team_source)
+    )
+
+
 def _team_for(vm: VirtualMachine, dom: DomainInfo, teams: dict[str, Team]) -> tuple[int | None, str]:
-    if vm.team_source == TeamSource.ADMIN:
-        return vm.team_id, vm.team_source
+    return _team(vm.team_id, vm.team_source, dom, teams)
+
+
+def _team(team_id: int | None, team_source: str, dom: DomainInfo, teams: dict[str, Team]) -> tuple[int | None, str]:
+    if team_source == TeamSource.ADMIN:
+        return team_id, team_source
     team = teams.get(dom.team_tag) if dom.team_tag else None
     if team is not None:
         return team.pk, TeamSource.METADATA
@@ -374,12 +407,16 @@ def _replace_children(
     pools: dict[str, StoragePool],
     networks: dict[str, Network],
     by_bridge: dict[str, Network],
+    fresh: set[int],
 ) -> None:
+    """Store the disks and NICs of `items` in place of their old ones (VMs in `fresh`, by id(), were just
+    created and have none)."""
     if not items:
         return
-    ids = [vm.pk for vm, _ in items]
-    Disk.objects.filter(vm_id__in=ids).delete()
-    NIC.objects.filter(vm_id__in=ids).delete()
+    ids = [vm.pk for vm, _ in items if id(vm) not in fresh]
+    if ids:
+        Disk.objects.filter(vm_id__in=ids).delete()
+        NIC.objects.filter(vm_id__in=ids).delete()
     disks, nics = [], []
     for vm, dom in items:
         for d in _capped("disks", vm, dom.disks):

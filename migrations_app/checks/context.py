@@ -390,7 +390,7 @@ class CheckContext:
             if disk.device not in ("disk", "lun") or not disk.source:
                 continue
             choice = self.storage_map.get(disk.target) or {}
-            dest_pool = choice.get("pool") or disk.pool
+            dest_pool = rules.destination_pool(self.storage_map, disk.target, disk.pool)
             dest_id = self.destination.pk if self.destination else 0
             moves.append(
                 DiskMove(

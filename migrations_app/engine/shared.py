@@ -75,7 +75,7 @@ def placements(run: MigrationRun) -> dict[str, hv.DiskPlacement]:
         if disk.device not in ("disk", "lun") or not disk.source:
             continue
         choice = storage_map.get(disk.target) or {}
-        pool_name = choice.get("pool") or (disk.pool.name if disk.pool else "")
+        pool_name = rules.destination_pool(storage_map, disk.target, disk.pool.name if disk.pool else "")
         dest_pool = dest_pools.get(pool_name)
         if dest_pool is None:
             raise RunRefused(f"Disk {disk.target} has no storage pool mapped on {destination}.")

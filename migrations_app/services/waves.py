@@ -8,6 +8,7 @@ Everything is read from what the audit already holds: no query per VM.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -91,3 +92,66 @@ def assign(
         "problems": {str(k): v for k, v in result.problems.items()},
     }
     return result
+
+
+@dataclass
+class ShownWave:
+    """One wave as the plan page shows it: what the last audit planned (no planning here)."""
+
+    number: int
+    items: list[PlanItem]
+    start_s: float
+    end_s: float
+    in_window: bool
+    sources: list[str]
+    destinations: list[str]
+    #: the wave's place on the plan's timeline, in per mille of the whole plan (an SVG bar)
+    bar_x: int
+    bar_width: int
+
+
+@dataclass
+class ShownWavePlan:
+    summary: str
+    total_s: float
+    waves: list[ShownWave]
+    #: items in no wave (no destination) or placed against a limit, with the planner's reason
+    problems: list[tuple[PlanItem, str]]
+
+
+def shown(plan: MigrationPlan, items: Iterable[PlanItem]) -> ShownWavePlan | None:
+    """The waves the last audit stored (`plan.wave_plan`, `item.wave`) with their VMs and hosts, for the
+    plan page; None before any audit planned waves. `items` come with `vm`, `source` and `destination`."""
+    stored = plan.wave_plan or {}
+    planned = stored.get("waves") or []
+    if not planned:
+        return None
+    items = list(items)
+    by_wave: dict[int, list[PlanItem]] = {}
+    for item in items:
+        by_wave.setdefault(item.wave, []).append(item)
+    total = float(stored.get("total_s") or 0.0) or max(float(w.get("end_s") or 0.0) for w in planned)
+    waves = []
+    for w in planned:
+        number = int(w["number"])
+        members = [i for i in by_wave.get(number, []) if i.destination_id is not None]
+        start, end = float(w.get("start_s") or 0.0), float(w.get("end_s") or 0.0)
+        x = round(1000 * start / total) if total > 0 else 0
+        waves.append(
+            ShownWave(
+                number=number,
+                items=members,
+                start_s=start,
+                end_s=end,
+                in_window=bool(w.get("in_window", True)),
+                sources=sorted({i.source.name for i in members}),
+                destinations=sorted({i.destination.name for i in members if i.destination is not None}),
+                bar_x=x,
+                bar_width=max(round(1000 * end / total) - x, 2) if total > 0 else 1000,
+            )
+        )
+    reasons: dict[str, str] = stored.get("problems") or {}
+    by_pk = {str(i.pk): i for i in items}
+    problems = [(by_pk[key], why) for key, why in reasons.items() if key in by_pk]
+    problems += [(i, "No destination: it does not move.") for i in items if i.destination_id is None]
+    return ShownWavePlan(summary=str(stored.get("summary", "")), total_s=total, waves=waves, problems=problems)

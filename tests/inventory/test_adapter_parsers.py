@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from xml.etree.ElementTree import Element
 
 import libvirt
+import pytest
 
 from inventory.hypervisor import lifecycle
 from inventory.hypervisor import migrate as hv
 from inventory.hypervisor.connection import RUNNING_STATES, state_name
-from inventory.hypervisor.domxml import file_disks, parse_capabilities, parse_disks
+from inventory.hypervisor.domxml import file_disks, parse_capabilities, parse_disks, parse_domain, parse_xml
+from inventory.hypervisor.errors import OperationFailed
 
 DOMAIN = """<domain type='qemu'><name>d</name><devices>
 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/a.qcow2'/><target dev='vda'/></disk>
@@ -119,3 +122,58 @@ def test_the_cold_copy_carrier_holds_only_the_disks_to_copy() -> None:
         assert "vdz" in exc.message
     else:
         raise AssertionError("a disk the VM does not have was accepted")
+
+
+def test_hostile_xml_is_refused_with_or_without_a_document_type() -> None:
+    """Without a document type declaration the fast parser reads the XML; entities can then only be the
+    predefined ones. With one, defusedxml refuses every entity declaration (no expansion, nothing external)."""
+    assert parse_xml("<a>&amp;&lt;&#65;<![CDATA[<!DOCTYPE x>]]></a>").text == "&<A<!DOCTYPE x>"
+    hostile = [
+        "<a>&undeclared;</a>",
+        "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+        "<!DOCTYPE a [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><a>&e;</a>",
+        "<!DOCTYPE a [<!ENTITY a0 'xx'><!ENTITY a1 '&a0;&a0;'><!ENTITY a2 '&a1;&a1;'>]><a>&a2;</a>",
+        "<!DOCTYPE a SYSTEM 'http://example.invalid/a.dtd'><a>&e;</a>",
+        "<a><b></a>",
+    ]
+    for text in hostile:
+        with pytest.raises(OperationFailed):
+            parse_xml(text)
+    # a harmless document type declaration still goes through defusedxml and reads the same
+    plain = parse_domain(DOMAIN)
+    assert parse_domain("<!DOCTYPE domain>" + DOMAIN).disks == plain.disks
+    assert [d.source for d in plain.disks][:2] == ["/p/a.qcow2", "/p/b.img"]
+
+
+def test_a_volume_deleted_while_its_pool_is_read_leaves_the_pool_in_the_inventory() -> None:
+    """A cold move's or a backup's clean-up can delete a volume between libvirt listing the pool's volumes
+    and the reader asking for its size. Only that volume is left out: the pool itself stays (it used to be
+    skipped, so a sync marked the destination's pool absent and the next audit mapped no pool)."""
+    from inventory.hypervisor.reader import read_pools
+
+    conn = libvirt.open("test:///default")
+    pool = conn.storagePoolLookupByName("default-pool")
+    gone, kept = (f"{word}-{uuid.uuid4().hex[:8]}.img" for word in ("gone", "kept"))
+    for name in (gone, kept):
+        pool.createXML(f"<volume><name>{name}</name><capacity>1048576</capacity></volume>", 0)
+    listed = pool.listAllVolumes(0)  # what libvirt listed, just before the clean-up ran
+    pool.storageVolLookupByName(gone).delete(0)
+
+    class ListedBeforeTheDelete:
+        def __getattr__(self, attr: str) -> object:
+            return getattr(pool, attr)
+
+        def listAllVolumes(self, flags: int) -> list[libvirt.virStorageVol]:  # noqa: N802 (libvirt's name)
+            return listed
+
+    class Conn:
+        def listAllStoragePools(self, flags: int) -> list[object]:  # noqa: N802
+            return [ListedBeforeTheDelete()]
+
+    pools, volumes = read_pools(Conn())  # type: ignore[arg-type]
+    assert [p.name for p in pools] == ["default-pool"]
+    names = {path.rsplit("/", 1)[-1] for path in pools[0].volumes}
+    assert kept in names and gone not in names
+    assert f"default-pool/{kept}" in volumes and f"default-pool/{gone}" not in volumes
+    pool.storageVolLookupByName(kept).delete(0)
+    conn.close()

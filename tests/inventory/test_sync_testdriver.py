@@ -147,3 +147,58 @@ def test_admin_assignment_wins_over_the_metadata_tag() -> None:
     sync_host(host.pk)
     vm.refresh_from_db()
     assert vm.team == people["analytics"] and vm.team_source == TeamSource.ADMIN
+
+
+def test_a_resync_picks_up_each_kind_of_change_and_leaves_the_rest_alone() -> None:
+    """One domain's definition changes (every kind of field the inventory keeps), another only stops
+    (its state is not in the XML); the third is left as it was."""
+    make_personas()
+    ids = [str(uuid.UUID(int=900 + i)) for i in range(3)]
+    same = [domain_xml(f"c-{i}", ids[i], mac=f"52:54:00:00:09:0{i}", team="analytics") for i in range(3)]
+    host = node_file_host("changing", same, networks=("default", "other"))
+    assert sync_host(host.pk).created == 3
+    untouched = VirtualMachine.objects.get(name="c-2")
+    before = (untouched.updated_at, list(untouched.disks.values_list("pk", flat=True)))
+    changed = (
+        domain_xml(
+            "c-0-renamed",
+            ids[0],
+            mac="52:54:00:00:09:aa",
+            team="payments",
+            network="other",
+            disk_format="raw",
+            memory_kib=262144,
+        )
+        .replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu><title>new title</title><description>new text</description>")
+        .replace(
+            "</devices>",
+            "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices>",
+        )
+    )
+    write_node_file("changing", [changed, *same[1:]], networks=("default", "other"))
+    snapshot = read_host(host.uri)
+    stopped = next(d for d in snapshot.domains if d.uuid == ids[1])
+    stopped.state = "shutoff"  # what libvirt reports beside the XML, which stays the same
+    result = apply_snapshot(host.pk, snapshot)
+    assert (result.created, result.updated, result.unchanged, result.missing) == (0, 2, 1, 0)
+
+    vm = VirtualMachine.objects.get(uuid=ids[0])
+    assert (vm.name, vm.memory, vm.vcpus, vm.title, vm.description) == (
+        "c-0-renamed",
+        256 * 1024 * 1024,
+        2,
+        "new title",
+        "new text",
+    )
+    assert vm.has_guest_agent and vm.team is not None and vm.team.slug == "payments" and vm.team_tag == "payments"
+    assert vm.disks.get().format == "raw"
+    nic = vm.nics.get()
+    assert (nic.mac, nic.source_network, nic.network.name if nic.network else "") == (
+        "52:54:00:00:09:aa",
+        "other",
+        "other",
+    )
+    assert VirtualMachine.objects.get(uuid=ids[1]).state == "shutoff"
+    untouched.refresh_from_db()
+    assert (untouched.updated_at, list(untouched.disks.values_list("pk", flat=True))) == before
+    assert untouched.state == "running" and untouched.last_seen_at == vm.last_seen_at
