@@ -94,6 +94,28 @@ class _Ledger:
         self.departed_cpu: list[dict[int, float]] = []
         self.mem: dict[int, list[float]] = {h: [] for h in hosts}
         self.cpu: dict[int, list[float]] = {h: [] for h in hosts}
+        # per host, the earliest wave whose outgoing (incoming) moves are below the host's limit; counts
+        # only grow, so every wave before it stays full and no unit leaving (entering) the host fits there
+        self.open_out: dict[int, int] = defaultdict(int)
+        self.open_inc: dict[int, int] = defaultdict(int)
+
+    def first_candidate(self, unit: list[Move]) -> int:
+        """The earliest wave `unit` might fit into: every earlier one is full for one of its hosts."""
+        start = 0
+        for m in unit:
+            start = max(start, self._open(self.open_out, self.out, m.source, self.hosts[m.source].max_outgoing))
+            start = max(
+                start, self._open(self.open_inc, self.inc, m.destination, self.hosts[m.destination].max_incoming)
+            )
+        return start
+
+    def _open(self, pointer: dict[int, int], counts: list[dict[int, int]], host: int, limit: int) -> int:
+        wave = pointer[host]
+        limit = max(limit, 1)
+        while wave < len(counts) and counts[wave].get(host, 0) >= limit:
+            wave += 1
+        pointer[host] = wave
+        return wave
 
     def add_wave(self) -> None:
         last = len(self.out) - 1
@@ -155,7 +177,7 @@ def plan_waves(moves: list[Move], hosts: dict[int, HostRoom], window_s: float | 
     # a unit goes into the earliest wave it fits; a new wave is opened when none does
     for unit in _units(moves):
         placed = False
-        for wave in range(len(members)):
+        for wave in range(ledger.first_candidate(unit), len(members)):
             if ledger.fits(unit, wave) is None:
                 ledger.place(unit, wave)
                 members[wave].extend(unit)

@@ -19,6 +19,8 @@ def insert_many(model: type[models.Model], rows: Sequence[models.Model], fields:
     """
     if not rows:
         return
+    if _insert_recordset(model, rows, fields):
+        return
     meta = model._meta
     columns, selects, params = [], [], []
     for name in fields:
@@ -43,6 +45,47 @@ def insert_many(model: type[models.Model], rows: Sequence[models.Model], fields:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _insert_recordset(model: type[models.Model], rows: Sequence[models.Model], fields: list[str]) -> bool:
+    """`insert_many` with the rows as ONE JSON document (jsonb_to_recordset): the driver quotes one string
+    instead of every element of every column array, which costs seconds for ~16,000 rows. False (nothing
+    written) if a value has no exact JSON form (NaN, infinity); the caller then sends arrays."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    meta = model._meta
+    attnames, definitions, selects, as_text = [], [], [], []
+    for name in fields:
+        field = meta.get_field(name)
+        column = field.column  # type: ignore[union-attr]
+        attnames.append(field.attname)  # type: ignore[union-attr]
+        # a JSON value travels as its text, so that a JSON null stays a JSON null (not SQL NULL)
+        is_json = isinstance(field, models.JSONField)
+        as_text.append(is_json)
+        definitions.append(f'"{column}" ' + ("text" if is_json else (field.db_type(connection) or "text")))  # type: ignore[union-attr]
+        selects.append(f'"{column}"::jsonb' if is_json else f'"{column}"')
+    try:
+        document = json.dumps(
+            [
+                {
+                    a: (json.dumps(getattr(row, a)) if t else getattr(row, a))
+                    for a, t in zip(attnames, as_text, strict=True)
+                }
+                for row in rows
+            ],
+            cls=DjangoJSONEncoder,
+            allow_nan=False,
+        )
+    except (ValueError, TypeError):
+        return False
+    names = ", ".join(d.split(" ", 1)[0] for d in definitions)
+    sql = (
+        f'INSERT INTO "{meta.db_table}" ({names}) SELECT {", ".join(selects)} '  # noqa: S608 (names from the model)
+        f"FROM jsonb_to_recordset(%s::jsonb) AS t({', '.join(definitions)})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [document])
+    return True
 
 
 def _array(field: models.Field, values: list[object]) -> tuple[object, str, str]:  # type: ignore[type-arg]
