@@ -230,6 +230,9 @@ def evaluate_plan(
 def _evaluate(
     env: AuditEnvironment, plan: MigrationPlan, items: list[PlanItem], predict: bool
 ) -> tuple[list[ItemAudit], AuditEnvironment]:
+    # each running guest measured once, all source hosts at the same time, within a bounded time, while
+    # the facts are read and the checks run (libvirt's dirty-rate window is a second at least)
+    collect = prediction.start_measuring(items) if predict else None
     env.load([i.vm for i in items], items)
     # Sources first, with every plan VM of each, then the chosen destinations: each host once.
     guests = {item.pk: env.guest_facts(item.vm) for item in items}
@@ -238,9 +241,6 @@ def _evaluate(
         if item.destination_id is None and item.destination_auto:
             _choose_destination(env, item, plan.mode)
         env.host_facts(item.destination)
-    # each running guest measured once, all source hosts at the same time, within a bounded time, while
-    # the checks run
-    collect = prediction.start_measuring(items) if predict else None
     audited = []
     for item in items:
         mode, outcome = _resolve(env, item, plan.mode)
