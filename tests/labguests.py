@@ -191,14 +191,7 @@ class LabGuests:
                     dom = self.conn(host).lookupByUUIDString(guest.uuid)
                 except libvirt.libvirtError:
                     continue
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.abortJob()
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.destroy()
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.undefineFlags(
-                        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-                    )
+                remove_domain(dom)
         # backups a run took of these guests (migrations_app.engine.backup names them after the VM)
         prefixes = tuple(f"vmportal-backup-{g.name}-" for g in self.created)
         for host in self.hosts:
@@ -226,6 +219,16 @@ class LabGuests:
 TEST_DOMAIN_PREFIX = "t-"
 
 
+def remove_domain(dom: libvirt.virDomain) -> None:
+    """Stop whatever the domain does and remove it (a test's guest, or one a killed session left)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.abortJob()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
 def remove_leftovers(lab: dict[str, Any]) -> list[str]:
     """Destroy and undefine the test domains a killed session left on the lab hosts: a leftover Linux
     guest would still answer at the address the next test gives its own guest. Returns what went."""
@@ -236,12 +239,7 @@ def remove_leftovers(lab: dict[str, Any]) -> list[str]:
             for dom in conn.listAllDomains():
                 if not dom.name().startswith(TEST_DOMAIN_PREFIX):
                     continue
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.abortJob()
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.destroy()
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                remove_domain(dom)
                 removed.append(f"{host['name']}:{dom.name()}")
         finally:
             conn.close()

@@ -41,7 +41,9 @@ GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 #: transient domains the portal itself starts for a moment: a cold copy's carrier
 #: (inventory.hypervisor.offline) and a QEMU start-time probe (inventory.hypervisor.measure).
-HELPER_DOMAIN_PREFIXES = ("vmportal-copy-", "vmportal-probe-")
+CARRIER_PREFIX = "vmportal-copy-"
+PROBE_PREFIX = "vmportal-probe-"
+HELPER_DOMAIN_PREFIXES = (CARRIER_PREFIX, PROBE_PREFIX)
 
 
 def is_helper_domain(name: str, persistent: bool) -> bool:

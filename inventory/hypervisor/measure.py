@@ -38,6 +38,7 @@ from xml.sax.saxutils import escape
 import libvirt
 
 from .connection import call, connect
+from .domxml import PROBE_PREFIX
 from .errors import HypervisorError
 
 MIB = 1024 * 1024
@@ -274,7 +275,7 @@ def qemu_start_time(uri: str, *, virt_type: str = "qemu", arch: str = "x86_64", 
     should the portal's connection drop) and destroys it at once. Nothing is defined and no guest
     code runs. The host's current load shows up in the figure, which is the point.
     """
-    name = f"vmportal-probe-{secrets.token_hex(6)}"
+    name = f"{PROBE_PREFIX}{secrets.token_hex(6)}"
     machine_attr = f" machine='{escape(machine)}'" if machine else ""
     xml = (
         f"<domain type='{escape(virt_type or 'qemu')}'><name>{name}</name><memory unit='MiB'>16</memory>"

@@ -47,7 +47,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import libvirt
 
 from .connection import DEFAULT_TIMEOUT_S, _open, call, state_name, translate
-from .domxml import HELPER_DOMAIN_PREFIXES, parse_xml
+from .domxml import CARRIER_PREFIX, parse_xml
 from .errors import HypervisorError, OperationFailed, Unsupported
 from .migrate import JobStats, _stats, migration_error, rewrite_xml
 
@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2
 FINISH_POLL_S = 0.02  # at the end of the copy: watching for the carrier's arrival on the destination
 FINISHING_S = 2.0
-#: the carrier domains that hold the disks during a copy: transient, paused, named after the VM's UUID
-CARRIER_PREFIX = HELPER_DOMAIN_PREFIXES[0]
+#: the carrier domains that hold the disks during a copy (CARRIER_PREFIX): transient, paused, named after
+#: the VM's UUID
 CARRIER_MEMORY_MIB = 32
 _CARRIER_NS = uuid_mod.UUID("d7db6934-caaf-48d5-944f-4be42f03b1be")
 
