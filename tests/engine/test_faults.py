@@ -79,7 +79,15 @@ def test_a_worker_killed_during_the_backup_phase_is_adopted_the_backup_aborted_a
     workers.start(VMPORTAL_RUN_LEASE_SECONDS="600")
     workers.start_watcher(VMPORTAL_RUN_LEASE_SECONDS="600")
     run = start_item(people["alice"], item)
-    wait_for(lambda: MigrationRun.objects.get(pk=run.pk).status == RunStatus.BACKUP, timeout=60, interval=0.05)
+    # the run says "backup" a moment before the backup is recorded and started: kill once it runs
+    wait_for(
+        lambda: (
+            MigrationRun.objects.get(pk=run.pk).status == RunStatus.BACKUP
+            and Backup.objects.filter(run_id=run.pk).exists()
+        ),
+        timeout=60,
+        interval=0.05,
+    )
     workers.kill(workers.owner(MigrationRun.objects.get(pk=run.pk).worker))
     run = _ended(run.pk, timeout=120)
     assert run.status == RunStatus.FAILED, (run.status, run.error, run.outcome)
